@@ -1,0 +1,21 @@
+//! Schema migrations. They run at every start (and via `switchboard migrate`), on SQLite and
+//! PostgreSQL alike; anything backend-specific (full-text search) branches on the backend inside
+//! the migration rather than in a separate migration chain.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_create_schema;
+mod m20261122_000002_message_search;
+
+/// Every migration in the order it must run.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261122_000001_create_schema::Migration),
+            Box::new(m20261122_000002_message_search::Migration),
+        ]
+    }
+}

@@ -1,0 +1,212 @@
+//! Every setting, its environment variable and its default, in one place. Each is also a CLI
+//! flag of `switchboard serve`; `.env.example` lists them for operators.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// The secret used when `JWT_SECRET` is unset, so a new user can try the server at once.
+/// Startup refuses it in production.
+pub const DEV_JWT_SECRET: &str = "switchboard-dev-secret-do-not-use-in-production";
+
+/// Deployment mode: production refuses defaults that are only safe on a laptop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+/// Log output: readable lines for people, JSON lines for log shippers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Signature algorithms accepted for user tokens. `none` is deliberately absent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum JwtAlgorithm {
+    #[value(name = "HS256")]
+    Hs256,
+    #[value(name = "RS256")]
+    Rs256,
+    #[value(name = "ES256")]
+    Es256,
+}
+
+/// Server configuration (`switchboard serve`).
+#[derive(Clone, Debug, Args)]
+pub struct Config {
+    /// Port to listen on; 0 picks a free one (tests).
+    #[arg(long, env = "PORT", default_value_t = 3000)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+    /// SQLite file (`sqlite://…?mode=rwc`) or PostgreSQL (`postgres://…`).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://switchboard.db?mode=rwc"
+    )]
+    pub database_url: String,
+    /// Redis 7+ URL; set, it turns on multi-node mode.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel, so deployments can share one Redis.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "switchboard")]
+    pub redis_key_prefix: String,
+    /// HS256 shared secret for user tokens.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// PEM public key for RS256/ES256 tokens.
+    #[arg(long, env = "JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Token signature algorithm.
+    #[arg(long, env = "JWT_ALGORITHM", value_enum, default_value = "HS256")]
+    pub jwt_algorithm: JwtAlgorithm,
+    /// Required `iss` claim, when set.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim, when set.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Clock skew tolerated on `exp`/`nbf`.
+    #[arg(long, env = "JWT_LEEWAY_MS", default_value_t = 30_000)]
+    pub jwt_leeway_ms: u64,
+    /// Key for the service API (`/api/v1/internal`); unset disables that API.
+    #[arg(long, env = "SERVICE_API_KEY", hide_env_values = true)]
+    pub service_api_key: Option<String>,
+    /// Comma-separated allowed origins; unset means `*` in development.
+    #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Sockets one user may hold at once.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_USER", default_value_t = 10)]
+    pub max_connections_per_user: u32,
+    /// Chat messages per user in any 60 s window.
+    #[arg(long, env = "RATE_LIMIT_PER_MINUTE", default_value_t = 60)]
+    pub rate_limit_per_minute: u32,
+    /// Characters of message content, after trimming.
+    #[arg(long, env = "MAX_MESSAGE_LENGTH", default_value_t = 4000)]
+    pub max_message_length: usize,
+    /// Largest HTTP body and Socket.IO packet, in bytes.
+    #[arg(long, env = "MAX_PAYLOAD_BYTES", default_value_t = 1_000_000)]
+    pub max_payload_bytes: usize,
+    /// Delay before a user whose last socket went away turns offline.
+    #[arg(long, env = "PRESENCE_GRACE_MS", default_value_t = 5_000)]
+    pub presence_grace_ms: u64,
+    /// No client events for this long turns a user `away`.
+    #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = 300_000)]
+    pub idle_timeout_ms: u64,
+    /// Auto `isTyping: false` after this long without a refresh.
+    #[arg(long, env = "TYPING_TIMEOUT_MS", default_value_t = 5_000)]
+    pub typing_timeout_ms: u64,
+    /// At most one forwarded `isTyping: true` per user and room in this window.
+    #[arg(long, env = "TYPING_THROTTLE_MS", default_value_t = 2_000)]
+    pub typing_throttle_ms: u64,
+    /// How long a silent node's presence entries survive in Redis.
+    #[arg(long, env = "NODE_TTL_MS", default_value_t = 30_000)]
+    pub node_ttl_ms: u64,
+    /// How often expired notifications are purged.
+    #[arg(
+        long,
+        env = "NOTIFICATION_PURGE_INTERVAL_MS",
+        default_value_t = 3_600_000
+    )]
+    pub notification_purge_interval_ms: u64,
+    /// How long a graceful shutdown waits for in-flight work.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub shutdown_timeout_ms: u64,
+    /// `pretty` or `json`.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+    /// `development` or `production`.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_ENV",
+        value_enum,
+        default_value = "development"
+    )]
+    pub environment: Environment,
+    /// Allow SQLite when `SWITCHBOARD_ENV=production` (single-node deployments).
+    #[arg(long, env = "ALLOW_SQLITE_IN_PRODUCTION", default_value_t = false)]
+    pub allow_sqlite_in_production: bool,
+}
+
+impl Config {
+    /// Checks the combination of settings, refusing what would be unsafe in production.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let production = self.environment == Environment::Production;
+        match self.jwt_algorithm {
+            JwtAlgorithm::Hs256 => {
+                if self.jwt_secret.as_deref().is_some_and(str::is_empty) {
+                    anyhow::bail!("JWT_SECRET is set but empty");
+                }
+                if production && self.jwt_secret.is_none() {
+                    anyhow::bail!(
+                        "SWITCHBOARD_ENV=production needs JWT_SECRET (or JWT_ALGORITHM=RS256/ES256 \
+                         with JWT_PUBLIC_KEY_FILE); the built-in development secret is refused"
+                    );
+                }
+            }
+            JwtAlgorithm::Rs256 | JwtAlgorithm::Es256 => {
+                if self.jwt_public_key_file.is_none() {
+                    anyhow::bail!(
+                        "JWT_ALGORITHM={:?} needs JWT_PUBLIC_KEY_FILE",
+                        self.jwt_algorithm
+                    );
+                }
+            }
+        }
+        if production && self.is_sqlite() && !self.allow_sqlite_in_production {
+            anyhow::bail!(
+                "SWITCHBOARD_ENV=production with a SQLite DATABASE_URL: point DATABASE_URL at \
+                 PostgreSQL, or set ALLOW_SQLITE_IN_PRODUCTION=true for a single-node deployment"
+            );
+        }
+        if production && self.cors_origins.is_empty() {
+            anyhow::bail!(
+                "SWITCHBOARD_ENV=production needs CORS_ORIGINS (comma-separated origins)"
+            );
+        }
+        if self
+            .service_api_key
+            .as_deref()
+            .is_some_and(|k| k.len() < 16)
+            && production
+        {
+            anyhow::bail!("SERVICE_API_KEY must be at least 16 characters in production");
+        }
+        if self.max_connections_per_user == 0 || self.rate_limit_per_minute == 0 {
+            anyhow::bail!("MAX_CONNECTIONS_PER_USER and RATE_LIMIT_PER_MINUTE must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Whether persistence is the embedded SQLite backend.
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.starts_with("sqlite:")
+    }
+
+    pub fn presence_grace(&self) -> Duration {
+        Duration::from_millis(self.presence_grace_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    pub fn typing_timeout(&self) -> Duration {
+        Duration::from_millis(self.typing_timeout_ms)
+    }
+
+    pub fn typing_throttle(&self) -> Duration {
+        Duration::from_millis(self.typing_throttle_ms)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+}

@@ -1,0 +1,60 @@
+//! The JSON body extractor of every REST route. Its rejection is an [`AppError`], so malformed
+//! JSON, a non-object body, a failing field or an oversized body all answer in the contract's
+//! error shape (400 / 413), never axum's plain-text defaults or a 500.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use validator::Validate;
+
+use crate::error::{AppError, from_json_error};
+
+/// A validated JSON body on the way in; a JSON response on the way out.
+pub struct Json<T>(pub T);
+
+impl<S, T> FromRequest<S> for Json<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Validate,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+        let limit = req.extensions().get::<BodyLimit>().map(|l| l.0);
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                AppError::PayloadTooLarge {
+                    limit: limit.unwrap_or_default(),
+                }
+            } else {
+                AppError::invalid(format!("unreadable body: {rejection}"))
+            }
+        })?;
+        Ok(Self(parse_body(&bytes)?))
+    }
+}
+
+/// Parses and validates a JSON object body.
+pub fn parse_body<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, AppError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| AppError::invalid(format!("malformed JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(AppError::invalid("body must be a JSON object"));
+    }
+    let parsed: T = serde_path_to_error::deserialize(value).map_err(from_json_error)?;
+    parsed.validate()?;
+    Ok(parsed)
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// The configured body limit, put in request extensions so the rejection can state it.
+#[derive(Clone, Copy)]
+pub struct BodyLimit(pub usize);

@@ -1,0 +1,95 @@
+//! The REST transport: one `router()` per domain, merged here with the cross-cutting layers
+//! (CORS, body limit, request metrics and tracing) and a 404 in the contract's error shape.
+
+mod health;
+pub mod json;
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use socketioxide::adapter::Adapter;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::error::AppError;
+use crate::state::AppState;
+use json::BodyLimit;
+
+/// Every HTTP route, with its layers. The Socket.IO layer wraps this router in `startup`.
+pub fn router<A: Adapter>(state: AppState<A>) -> Router {
+    let limit = state.core.config.max_payload_bytes;
+    let api = Router::new();
+    Router::new()
+        .merge(health::router())
+        .nest("/api/v1/realtime", api)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            track_request::<A>,
+        ))
+        .layer(axum::Extension(BodyLimit(limit)))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(limit))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// CORS per `CORS_ORIGINS`: listed origins with credentials, or any origin without.
+pub fn cors(config: &Config) -> anyhow::Result<CorsLayer> {
+    let layer = CorsLayer::new()
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            "x-api-key".parse()?,
+        ])
+        .max_age(Duration::from_secs(600));
+    if config.cors_origins.is_empty() || config.cors_origins.iter().any(|o| o == "*") {
+        return Ok(layer.allow_origin(Any));
+    }
+    let origins = config
+        .cors_origins
+        .iter()
+        .map(|o| HeaderValue::from_str(o.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(layer
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_credentials(true))
+}
+
+async fn not_found() -> AppError {
+    AppError::NotFound("no such route".into())
+}
+
+/// Counts requests by matched route (not raw path, which would explode label cardinality).
+async fn track_request<A: Adapter>(
+    State(state): State<AppState<A>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    state
+        .core
+        .metrics
+        .http_request(route, method, response.status().as_u16(), started.elapsed());
+    response
+}

@@ -1,0 +1,30 @@
+//! Switchboard: a realtime Socket.IO server for chat, presence, notifications and live feeds.
+
+/// JWT and service-key authentication for both transports.
+pub mod auth;
+/// The `switchboard` command line.
+pub mod cli;
+/// Redis connections for multi-node mode.
+pub mod cluster;
+/// Every setting and its environment variable.
+pub mod config;
+/// Database connection and migrations.
+pub mod db;
+/// The product's rules, transport-free.
+pub mod domain;
+/// The one error type and its wire shapes.
+pub mod error;
+/// The REST transport.
+pub mod http;
+/// Prometheus metrics.
+pub mod metrics;
+/// The Socket.IO transport.
+pub mod realtime;
+/// Building and running the server.
+pub mod startup;
+/// State shared by handlers.
+pub mod state;
+/// Logging setup.
+pub mod telemetry;
+/// Timestamp formatting.
+pub mod time;

@@ -1,0 +1,85 @@
+//! Prometheus metrics. One process-wide recorder (the `metrics` facade is global); every
+//! app instance in the process shares it, which only matters to tests that start several.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::error::ErrorCode;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Latency buckets in seconds, from sub-millisecond acks to slow HTTP calls.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Records what the server does; cheap to clone, all methods are fire-and-forget.
+#[derive(Clone)]
+pub struct Metrics {
+    handle: PrometheusHandle,
+}
+
+impl Metrics {
+    /// Installs the recorder on first use and returns a handle to it.
+    pub fn install() -> anyhow::Result<Self> {
+        if let Some(handle) = HANDLE.get() {
+            return Ok(Self {
+                handle: handle.clone(),
+            });
+        }
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
+            .build_recorder();
+        let handle = recorder.handle();
+        // A second app in the same process loses this race harmlessly and uses the winner's.
+        if metrics::set_global_recorder(recorder).is_ok() {
+            let _ = HANDLE.set(handle.clone());
+        }
+        let handle = HANDLE.get().cloned().unwrap_or(handle);
+        Ok(Self { handle })
+    }
+
+    /// The text exposition for `GET /metrics`.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    pub fn socket_connected(&self) {
+        counter!("switchboard_socket_connects_total").increment(1);
+        gauge!("switchboard_sockets_connected").increment(1.0);
+    }
+
+    pub fn socket_disconnected(&self) {
+        counter!("switchboard_socket_disconnects_total").increment(1);
+        gauge!("switchboard_sockets_connected").decrement(1.0);
+    }
+
+    pub fn connect_refused(&self, code: ErrorCode) {
+        counter!("switchboard_socket_connects_refused_total", "code" => code.as_str()).increment(1);
+    }
+
+    pub fn event_in(&self, event: &'static str, elapsed: Duration) {
+        counter!("switchboard_events_in_total", "event" => event).increment(1);
+        histogram!("switchboard_event_duration_seconds", "event" => event).record(elapsed);
+    }
+
+    pub fn event_out(&self, event: &'static str) {
+        counter!("switchboard_events_out_total", "event" => event).increment(1);
+    }
+
+    pub fn ack_error(&self, event: &'static str, code: ErrorCode) {
+        counter!("switchboard_ack_errors_total", "event" => event, "code" => code.as_str())
+            .increment(1);
+    }
+
+    pub fn http_request(&self, route: String, method: String, status: u16, elapsed: Duration) {
+        let status = status.to_string();
+        counter!("switchboard_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
+            .increment(1);
+        histogram!("switchboard_http_request_duration_seconds", "route" => route, "method" => method)
+            .record(elapsed);
+    }
+}

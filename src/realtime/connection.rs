@@ -1,0 +1,99 @@
+//! The `/realtime` namespace: what happens when a socket connects and disconnects.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{AckSender, Event, Extension, SocketRef, State};
+use socketioxide::socket::DisconnectReason;
+
+use super::ack::respond;
+use super::rooms;
+use crate::auth::AuthUser;
+use crate::domain::{notifications, users};
+use crate::error::{AppError, AppResult};
+use crate::state::Core;
+
+/// The namespace every client connects to.
+pub const NAMESPACE: &str = "/realtime";
+
+/// Connect handler: the socket passed [`crate::auth::authenticate_socket`], so it has a user.
+pub async fn on_connect<A: Adapter>(
+    socket: SocketRef<A>,
+    Extension(user): Extension<AuthUser>,
+    State(core): State<Arc<Core>>,
+) {
+    core.metrics.socket_connected();
+    socket.on_disconnect(on_disconnect::<A>);
+    register_handlers(&socket);
+
+    match session_ready(&socket, &user, &core).await {
+        Ok(ready) => {
+            core.metrics.event_out("session:ready");
+            if let Err(e) = socket.emit("session:ready", &ready) {
+                tracing::debug!(sid = %socket.id, error = %e, "session:ready not sent");
+            }
+        }
+        Err(e) => {
+            // Without its rooms the socket would silently miss messages: better to make the
+            // client reconnect than to leave it half set up.
+            tracing::error!(sid = %socket.id, user = %user.id, error = %e, "socket setup failed");
+            let _ = socket.disconnect();
+        }
+    }
+}
+
+/// Joins the socket to its rooms and builds the `session:ready` payload.
+async fn session_ready<A: Adapter>(
+    socket: &SocketRef<A>,
+    user: &AuthUser,
+    core: &Core,
+) -> AppResult<Value> {
+    users::upsert(&core.db, &user.id, &user.name, None).await?;
+    let room_ids = crate::domain::chat::room_ids_of(&core.db, &user.id).await?;
+    let mut join: Vec<String> = room_ids.iter().map(|id| rooms::chat(id)).collect();
+    join.push(rooms::user(&user.id));
+    socket.join(join);
+    let unread = notifications::unread_count(&core.db, &user.id).await?;
+    Ok(json!({
+        "userId": user.id,
+        "rooms": room_ids,
+        "unreadNotifications": unread,
+        "serverTime": crate::time::now_rfc3339(),
+    }))
+}
+
+fn register_handlers<A: Adapter>(socket: &SocketRef<A>) {
+    socket.on_fallback(on_unknown_event::<A>);
+}
+
+/// Answers events the server does not know, so a client awaiting an ack is not left hanging.
+async fn on_unknown_event<A: Adapter>(
+    Event(event): Event,
+    ack: AckSender<A>,
+    State(core): State<Arc<Core>>,
+) {
+    respond("unknown", &core, ack, async move {
+        Err::<Value, _>(AppError::NotFound(format!("unknown event `{event}`")))
+    })
+    .await;
+}
+
+async fn on_disconnect<A: Adapter>(
+    socket: SocketRef<A>,
+    reason: DisconnectReason,
+    State(core): State<Arc<Core>>,
+) {
+    core.metrics.socket_disconnected();
+    let Some(user) = socket.extensions.get::<AuthUser>() else {
+        return;
+    };
+    tracing::debug!(sid = %socket.id, user = %user.id, %reason, "socket disconnected");
+    if let Err(e) = core
+        .presence
+        .release_connection(&user.id, &socket.id.to_string())
+        .await
+    {
+        tracing::warn!(user = %user.id, error = ?e, "releasing connection slot failed");
+    }
+}

@@ -1,0 +1,212 @@
+//! Building and running the server. [`Application::build`] binds first, so tests can ask for
+//! port 0 and read the real port before serving.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use socketioxide::adapter::{Adapter, LocalAdapter};
+use socketioxide::handler::ConnectHandler;
+use socketioxide::{SocketIo, SocketIoBuilder};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{JwtKeys, authenticate_socket};
+use crate::cluster::{self, ClusterAdapter};
+use crate::config::{Config, DEV_JWT_SECRET, Environment, JwtAlgorithm};
+use crate::domain::presence::MemoryPresence;
+use crate::metrics::Metrics;
+use crate::realtime::{self, NAMESPACE};
+use crate::state::{AppState, Core};
+
+/// A bound, fully wired server, ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    core: Arc<Core>,
+    closer: Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>,
+}
+
+impl Application {
+    /// Validates the config, connects the database (running migrations) and Redis when set,
+    /// registers the namespace and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        config.validate()?;
+        if config.jwt_algorithm == JwtAlgorithm::Hs256 && config.jwt_secret.is_none() {
+            tracing::warn!(
+                "JWT_SECRET is not set: using the built-in development secret `{DEV_JWT_SECRET}`. \
+                 Anyone can mint tokens for this server. Set JWT_SECRET before exposing it."
+            );
+        }
+        if config.environment == Environment::Development && config.cors_origins.is_empty() {
+            tracing::info!("CORS_ORIGINS is not set: allowing any origin (development)");
+        }
+        let db = crate::db::connect_and_migrate(&config.database_url).await?;
+        let jwt = JwtKeys::from_config(&config)?;
+        let metrics = Metrics::install()?;
+        let addr = SocketAddr::new(config.host, config.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+
+        let redis = match &config.redis_url {
+            Some(url) => Some(cluster::connect(url, &config.redis_key_prefix).await?),
+            None => None,
+        };
+        let core = Arc::new(Core {
+            db,
+            jwt,
+            presence: Arc::new(MemoryPresence::default()),
+            metrics,
+            redis: redis.as_ref().map(|r| r.client.clone()),
+            shutdown: CancellationToken::new(),
+            config,
+        });
+
+        let builder = socket_io_builder(&core);
+        let (router, closer) = match redis {
+            None => {
+                let (layer, io) = builder.build_layer();
+                io.ns(
+                    NAMESPACE,
+                    realtime::on_connect::<LocalAdapter>.with(authenticate_socket::<LocalAdapter>),
+                );
+                (app_router(&core, io.clone(), layer)?, closer(io))
+            }
+            Some(redis) => {
+                let (layer, io) = builder
+                    .with_adapter::<ClusterAdapter>(redis.adapter)
+                    .build_layer();
+                io.ns(
+                    NAMESPACE,
+                    realtime::on_connect::<ClusterAdapter>
+                        .with(authenticate_socket::<ClusterAdapter>),
+                )
+                .await
+                .context("initialising the Redis adapter")?;
+                (app_router(&core, io.clone(), layer)?, closer(io))
+            }
+        };
+        Ok(Self {
+            listener,
+            router,
+            core,
+            closer,
+        })
+    }
+
+    /// The port actually bound (useful with `PORT=0`).
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
+    }
+
+    /// Shared state, for tests that inspect what the server did.
+    pub fn core(&self) -> Arc<Core> {
+        self.core.clone()
+    }
+
+    /// Serves until `signal` resolves, then shuts down gracefully: stop accepting, tell every
+    /// socket to reconnect elsewhere, finish in-flight requests, stop background tasks.
+    pub async fn run_until(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            router,
+            core,
+            closer,
+        } = self;
+        tracing::info!(addr = %listener.local_addr()?, "switchboard listening");
+        let shutdown = core.shutdown.clone();
+        let on_signal = {
+            let shutdown = shutdown.clone();
+            async move {
+                signal.await;
+                tracing::info!("shutting down");
+                // Sockets first: their transports are long-lived requests that would otherwise
+                // keep the HTTP server from finishing.
+                closer().await;
+                shutdown.cancel();
+            }
+        };
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(on_signal);
+        let timeout = core.config.shutdown_timeout();
+        tokio::select! {
+            result = server => result.context("serving HTTP")?,
+            () = async { shutdown.cancelled().await; tokio::time::sleep(timeout).await } => {
+                tracing::warn!("graceful shutdown timed out; exiting with requests in flight");
+            }
+        }
+        core.db.clone().close().await.ok();
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn socket_io_builder(core: &Arc<Core>) -> SocketIoBuilder {
+    let max = core.config.max_payload_bytes;
+    SocketIo::builder()
+        .max_payload(max as u64)
+        .ws_max_message_size(max)
+        .ws_max_frame_size(max)
+        .with_state(core.clone())
+}
+
+fn app_router<A: Adapter>(
+    core: &Arc<Core>,
+    io: SocketIo<A>,
+    layer: socketioxide::layer::SocketIoLayer<A>,
+) -> anyhow::Result<axum::Router> {
+    let state = AppState {
+        core: core.clone(),
+        io,
+    };
+    Ok(crate::http::router(state)
+        .layer(layer)
+        .layer(crate::http::cors(&core.config)?))
+}
+
+/// Closes every socket (clients see a server disconnect and reconnect, possibly to another
+/// node) and the adapter.
+fn closer<A: Adapter>(
+    io: SocketIo<A>,
+) -> Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send> {
+    Box::new(move || Box::pin(async move { io.close().await }))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

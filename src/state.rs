@@ -1,0 +1,41 @@
+//! Shared state: what every handler, on either transport, can reach.
+
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::JwtKeys;
+use crate::config::Config;
+use crate::domain::presence::PresenceStore;
+use crate::metrics::Metrics;
+
+/// Everything that does not depend on the Socket.IO adapter type.
+pub struct Core {
+    pub config: Config,
+    pub db: DatabaseConnection,
+    pub jwt: JwtKeys,
+    pub presence: Arc<dyn PresenceStore>,
+    pub metrics: Metrics,
+    /// Redis client for health checks and cluster state; `None` on a single node.
+    pub redis: Option<fred::clients::Client>,
+    /// Cancelled once on shutdown; every background task watches it.
+    pub shutdown: CancellationToken,
+}
+
+/// The axum state: the core plus the Socket.IO handle REST handlers emit through.
+pub struct AppState<A: Adapter> {
+    pub core: Arc<Core>,
+    pub io: SocketIo<A>,
+}
+
+impl<A: Adapter> Clone for AppState<A> {
+    fn clone(&self) -> Self {
+        Self {
+            core: self.core.clone(),
+            io: self.io.clone(),
+        }
+    }
+}
