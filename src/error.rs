@@ -214,8 +214,10 @@ fn collect_field_errors(
 ) {
     use validator::ValidationErrorsKind;
     for (field, kind) in errors.errors() {
+        // Validator reports Rust field names; clients know the camelCase wire names.
+        let field = camel_case(field);
         let path = if prefix.is_empty() {
-            field.to_string()
+            field
         } else {
             format!("{prefix}.{field}")
         };
@@ -240,6 +242,23 @@ fn collect_field_errors(
     }
 }
 
+/// `reply_to_id` → `replyToId`.
+fn camel_case(snake: &str) -> String {
+    let mut out = String::with_capacity(snake.len());
+    let mut upper = false;
+    for c in snake.chars() {
+        if c == '_' {
+            upper = !out.is_empty();
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Turns a deserialization failure into a field error, using the path serde reached.
 pub fn from_json_error(err: serde_path_to_error::Error<serde_json::Error>) -> AppError {
     let path = err.path().to_string();
@@ -258,4 +277,45 @@ pub fn from_json_error(err: serde_path_to_error::Error<serde_json::Error>) -> Ap
         return AppError::invalid(text);
     }
     AppError::field(path, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use validator::Validate;
+
+    #[derive(Validate)]
+    struct Body {
+        #[validate(length(max = 1))]
+        reply_to_id: String,
+    }
+
+    #[test]
+    fn field_errors_use_wire_names() {
+        assert_eq!(camel_case("notification_ids"), "notificationIds");
+        assert_eq!(camel_case("room_id"), "roomId");
+        assert_eq!(camel_case("name"), "name");
+        let err = AppError::from(
+            Body {
+                reply_to_id: "xx".into(),
+            }
+            .validate()
+            .unwrap_err(),
+        );
+        let AppError::InvalidPayload { details, .. } = err else {
+            panic!("expected INVALID_PAYLOAD")
+        };
+        assert_eq!(details[0].field, "replyToId");
+    }
+
+    #[test]
+    fn rate_limited_carries_retry_after_in_ack() {
+        let ack = AppError::RateLimited {
+            retry_after_ms: 1500,
+        }
+        .ack();
+        assert_eq!(ack["ok"], false);
+        assert_eq!(ack["error"]["code"], "RATE_LIMITED");
+        assert_eq!(ack["error"]["retryAfterMs"], 1500);
+    }
 }

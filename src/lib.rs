@@ -24,6 +24,8 @@ pub mod realtime;
 pub mod startup;
 /// State shared by handlers.
 pub mod state;
+/// Background tasks.
+pub mod tasks;
 /// Logging setup.
 pub mod telemetry;
 /// Timestamp formatting.

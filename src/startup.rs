@@ -15,7 +15,13 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{JwtKeys, authenticate_socket};
 use crate::cluster::{self, ClusterAdapter};
 use crate::config::{Config, DEV_JWT_SECRET, Environment, JwtAlgorithm};
-use crate::domain::presence::MemoryPresence;
+use crate::domain::chat::{ChatLimits, ChatService};
+use crate::domain::feed::FeedService;
+use crate::domain::notifications::NotificationService;
+use crate::domain::preferences::PreferenceService;
+use crate::domain::presence::{MemoryPresence, PresenceService};
+use crate::domain::rate_limit::MemoryRateLimiter;
+use crate::domain::typing::TypingTracker;
 use crate::metrics::Metrics;
 use crate::realtime::{self, NAMESPACE};
 use crate::state::{AppState, Core};
@@ -54,10 +60,21 @@ impl Application {
             Some(url) => Some(cluster::connect(url, &config.redis_key_prefix).await?),
             None => None,
         };
+        let rate_limiter = Arc::new(MemoryRateLimiter::new(config.rate_limit_per_minute));
+        let limits = ChatLimits {
+            max_message_length: config.max_message_length,
+        };
+        let (presence_tx, presence_rx) = tokio::sync::mpsc::unbounded_channel();
         let core = Arc::new(Core {
+            chat: ChatService::new(db.clone(), limits, rate_limiter),
+            preferences: PreferenceService::new(db.clone()),
+            notifications: NotificationService::new(db.clone()),
+            feed: FeedService::new(db.clone()),
+            typing: TypingTracker::new(config.typing_throttle()),
+            presence: PresenceService::new(Arc::new(MemoryPresence::default()), db.clone()),
+            presence_events: presence_tx,
             db,
             jwt,
-            presence: Arc::new(MemoryPresence::default()),
             metrics,
             redis: redis.as_ref().map(|r| r.client.clone()),
             shutdown: CancellationToken::new(),
@@ -72,6 +89,7 @@ impl Application {
                     NAMESPACE,
                     realtime::on_connect::<LocalAdapter>.with(authenticate_socket::<LocalAdapter>),
                 );
+                crate::tasks::spawn_all(io.clone(), core.clone(), presence_rx);
                 (app_router(&core, io.clone(), layer)?, closer(io))
             }
             Some(redis) => {
@@ -85,6 +103,7 @@ impl Application {
                 )
                 .await
                 .context("initialising the Redis adapter")?;
+                crate::tasks::spawn_all(io.clone(), core.clone(), presence_rx);
                 (app_router(&core, io.clone(), layer)?, closer(io))
             }
         };

@@ -9,7 +9,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::JwtKeys;
 use crate::config::Config;
-use crate::domain::presence::PresenceStore;
+use crate::domain::chat::ChatService;
+use crate::domain::feed::FeedService;
+use crate::domain::notifications::NotificationService;
+use crate::domain::preferences::PreferenceService;
+use crate::domain::presence::{PresenceEvent, PresenceService};
+use crate::domain::typing::TypingTracker;
 use crate::metrics::Metrics;
 
 /// Everything that does not depend on the Socket.IO adapter type.
@@ -17,7 +22,16 @@ pub struct Core {
     pub config: Config,
     pub db: DatabaseConnection,
     pub jwt: JwtKeys,
-    pub presence: Arc<dyn PresenceStore>,
+    pub presence: PresenceService,
+    /// Presence changes waiting to be announced by the presence task.
+    pub presence_events: tokio::sync::mpsc::UnboundedSender<PresenceEvent>,
+    pub chat: ChatService,
+    pub preferences: PreferenceService,
+    pub notifications: NotificationService,
+    /// Stored feed activities: the REST feed, trending and statistics.
+    pub feed: FeedService,
+    /// Typing state of users whose sockets are on this node.
+    pub typing: TypingTracker,
     pub metrics: Metrics,
     /// Redis client for health checks and cluster state; `None` on a single node.
     pub redis: Option<fred::clients::Client>,

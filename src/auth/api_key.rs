@@ -16,7 +16,13 @@ impl<A: Adapter> FromRequestParts<AppState<A>> for ServiceCaller {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState<A>) -> Result<Self, AppError> {
-        let Some(expected) = state.core.config.service_api_key.as_deref() else {
+        let Some(expected) = state
+            .core
+            .config
+            .service_api_key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+        else {
             return Err(AppError::Unauthorized(
                 "the service API is disabled (no SERVICE_API_KEY)".into(),
             ));

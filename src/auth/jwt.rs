@@ -30,8 +30,9 @@ struct Claims {
     iat: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iss: Option<String>,
+    /// A string or a list of strings (RFC 7519); jsonwebtoken checks it against ours.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    aud: Option<String>,
+    aud: Option<serde_json::Value>,
 }
 
 /// Verification (and, for HS256, signing) keys built once from the configuration.
@@ -78,7 +79,16 @@ impl JwtKeys {
         };
         let mut validation = Validation::new(algorithm);
         validation.leeway = config.jwt_leeway_ms / 1000;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
+        // A configured issuer or audience must be present, not merely match when present.
+        let mut required = vec!["exp", "sub"];
+        if config.jwt_issuer.is_some() {
+            required.push("iss");
+        }
+        if config.jwt_audience.is_some() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         match &config.jwt_issuer {
             Some(iss) => validation.set_issuer(&[iss]),
             None => validation.iss = None,
@@ -130,7 +140,7 @@ impl JwtKeys {
             exp: now + ttl.as_secs(),
             iat: Some(now),
             iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            aud: self.audience.clone().map(serde_json::Value::String),
         };
         Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),

@@ -5,7 +5,7 @@ mod jwt;
 mod socket;
 
 pub use api_key::ServiceCaller;
-pub use jwt::{AuthUser, JwtKeys};
+pub use jwt::{AuthUser, JwtKeys, MAX_USER_ID_LEN};
 pub use socket::{authenticate_socket, token_from_handshake};
 
 use axum::extract::FromRequestParts;

@@ -82,6 +82,7 @@ pub async fn authenticate_socket<A: Adapter>(
     let limit = core.config.max_connections_per_user;
     match core
         .presence
+        .store
         .reserve_connection(&user.id, &socket.id.to_string(), limit)
         .await
     {

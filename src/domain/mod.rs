@@ -2,6 +2,11 @@
 //! values; the REST and Socket.IO layers decide what to emit to whom.
 
 pub mod chat;
+pub mod feed;
+pub mod follows;
 pub mod notifications;
+pub mod preferences;
 pub mod presence;
+pub mod rate_limit;
+pub mod typing;
 pub mod users;

@@ -58,3 +58,38 @@ impl<T: Serialize> IntoResponse for Json<T> {
 /// The configured body limit, put in request extensions so the rejection can state it.
 #[derive(Clone, Copy)]
 pub struct BodyLimit(pub usize);
+
+/// Query-string parameters; a bad value is a 400 `INVALID_PAYLOAD`, like a bad body.
+pub struct Query<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for Query<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, AppError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer)
+            .map(Query)
+            .map_err(|e| {
+                let field = e.path().to_string();
+                AppError::field(field, e.into_inner().to_string())
+            })
+    }
+}
+
+/// `limit` of list endpoints: default 20, at most 100 (larger values are capped).
+pub fn page_limit(limit: Option<u64>) -> Result<u64, AppError> {
+    match limit {
+        None => Ok(20),
+        Some(0) => Err(AppError::field("limit", "must be at least 1")),
+        Some(n) => Ok(n.min(100)),
+    }
+}

@@ -1,8 +1,15 @@
 //! The REST transport: one `router()` per domain, merged here with the cross-cutting layers
 //! (CORS, body limit, request metrics and tracing) and a 404 in the contract's error shape.
 
+mod chat;
+mod feed;
 mod health;
+mod internal;
 pub mod json;
+mod notifications;
+mod presence;
+
+pub use notifications::MarkReadBody;
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +20,6 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use socketioxide::adapter::Adapter;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
@@ -24,18 +30,22 @@ use json::BodyLimit;
 /// Every HTTP route, with its layers. The Socket.IO layer wraps this router in `startup`.
 pub fn router<A: Adapter>(state: AppState<A>) -> Router {
     let limit = state.core.config.max_payload_bytes;
-    let api = Router::new();
+    let api = Router::new()
+        .merge(chat::router())
+        .merge(feed::router())
+        .merge(notifications::router())
+        .merge(presence::router());
     Router::new()
         .merge(health::router())
         .nest("/api/v1/realtime", api)
+        .nest("/api/v1/internal", internal::router())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             track_request::<A>,
         ))
         .layer(axum::Extension(BodyLimit(limit)))
-        .layer(axum::extract::DefaultBodyLimit::disable())
-        .layer(RequestBodyLimitLayer::new(limit))
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -92,4 +102,17 @@ async fn track_request<A: Adapter>(
         .metrics
         .http_request(route, method, response.status().as_u16(), started.elapsed());
     response
+}
+
+/// Validator for lists of user ids: each 1 to 128 characters.
+pub fn validate_user_ids(ids: &[String]) -> Result<(), validator::ValidationError> {
+    if ids
+        .iter()
+        .all(|id| !id.is_empty() && id.chars().count() <= crate::auth::MAX_USER_ID_LEN)
+    {
+        Ok(())
+    } else {
+        Err(validator::ValidationError::new("user_id")
+            .with_message("each user id must be 1 to 128 characters".into()))
+    }
 }

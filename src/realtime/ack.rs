@@ -68,3 +68,28 @@ where
         tracing::debug!(event, error = %e, "ack not sent");
     }
 }
+
+/// [`respond`] for an authenticated user's event: also records the activity that keeps the
+/// user from turning idle (and brings an idle user back online).
+pub async fn respond_for<A, F>(
+    event: &'static str,
+    core: &Core,
+    user: &crate::auth::AuthUser,
+    ack: AckSender<A>,
+    body: F,
+) where
+    A: Adapter,
+    F: Future<Output = AppResult<Value>>,
+{
+    match core
+        .presence
+        .store
+        .touch(&user.id, chrono::Utc::now())
+        .await
+    {
+        Ok(Some(status)) => super::presence::queue_status(core, &user.id, status),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(user = %user.id, error = ?e, "recording activity failed"),
+    }
+    respond(event, core, ack, body).await;
+}

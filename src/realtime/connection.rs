@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
+use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Event, Extension, SocketRef, State};
 use socketioxide::socket::DisconnectReason;
@@ -10,7 +11,7 @@ use socketioxide::socket::DisconnectReason;
 use super::ack::respond;
 use super::rooms;
 use crate::auth::AuthUser;
-use crate::domain::{notifications, users};
+use crate::domain::{chat, notifications, users};
 use crate::error::{AppError, AppResult};
 use crate::state::Core;
 
@@ -29,6 +30,7 @@ pub async fn on_connect<A: Adapter>(
 
     match session_ready(&socket, &user, &core).await {
         Ok(ready) => {
+            super::presence::socket_ready(&core, &user.id).await;
             core.metrics.event_out("session:ready");
             if let Err(e) = socket.emit("session:ready", &ready) {
                 tracing::debug!(sid = %socket.id, error = %e, "session:ready not sent");
@@ -50,7 +52,7 @@ async fn session_ready<A: Adapter>(
     core: &Core,
 ) -> AppResult<Value> {
     users::upsert(&core.db, &user.id, &user.name, None).await?;
-    let room_ids = crate::domain::chat::room_ids_of(&core.db, &user.id).await?;
+    let room_ids = chat::room_ids_of(&core.db, &user.id).await?;
     let mut join: Vec<String> = room_ids.iter().map(|id| rooms::chat(id)).collect();
     join.push(rooms::user(&user.id));
     socket.join(join);
@@ -64,6 +66,10 @@ async fn session_ready<A: Adapter>(
 }
 
 fn register_handlers<A: Adapter>(socket: &SocketRef<A>) {
+    super::chat::register(socket);
+    super::feed::register(socket);
+    super::notifications::register(socket);
+    super::presence::register(socket);
     socket.on_fallback(on_unknown_event::<A>);
 }
 
@@ -83,17 +89,24 @@ async fn on_disconnect<A: Adapter>(
     socket: SocketRef<A>,
     reason: DisconnectReason,
     State(core): State<Arc<Core>>,
+    io: SocketIo<A>,
 ) {
     core.metrics.socket_disconnected();
     let Some(user) = socket.extensions.get::<AuthUser>() else {
         return;
     };
     tracing::debug!(sid = %socket.id, user = %user.id, %reason, "socket disconnected");
-    if let Err(e) = core
+    match core
         .presence
+        .store
         .release_connection(&user.id, &socket.id.to_string())
         .await
     {
-        tracing::warn!(user = %user.id, error = ?e, "releasing connection slot failed");
+        Ok(0) => {
+            super::chat::clear_typing(&io, &core, &user.id).await;
+            super::presence::last_socket_gone(core.clone(), user.id.clone());
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(user = %user.id, error = ?e, "releasing connection slot failed"),
     }
 }

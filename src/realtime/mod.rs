@@ -3,7 +3,14 @@
 //! same code.
 
 pub mod ack;
+mod chat;
 mod connection;
+pub mod emit;
+mod feed;
+mod membership;
+mod notifications;
+pub mod presence;
 pub mod rooms;
 
 pub use connection::{NAMESPACE, on_connect};
+pub use membership::{announce_added, announce_removed};

@@ -1,18 +1,61 @@
-//! Presence: who is connected, and how that is counted across nodes. The [`PresenceStore`]
-//! is the single source of truth for per-user socket counts, so the per-user connection limit
-//! and online/offline decisions hold whether the sockets are on one node or many.
+//! Presence: who is online, away, busy or offline, and what they are doing. The
+//! [`PresenceStore`] holds the live state (process memory on one node, Redis in a cluster) and
+//! makes every transition atomically, so each real change is reported exactly once; the
+//! [`PresenceService`] adds the rules that need the database (audience, privacy, `lastSeen`).
 
 mod memory;
 
 pub use memory::MemoryPresence;
 
-use async_trait::async_trait;
+use std::sync::Arc;
 
-/// Where per-user connection state lives: process memory on a single node, Redis in a cluster.
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use entity::{follow, room, room_member, user};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, JoinType, QueryFilter, QuerySelect, RelationTrait,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::preferences::PreferenceService;
+use crate::error::AppResult;
+use crate::time::serde_rfc3339;
+
+/// A user's presence status as clients see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Online,
+    Away,
+    Busy,
+    Offline,
+}
+
+/// The live presence of one connected (or just disconnected) user.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Live {
+    pub status: Status,
+    pub activity: Option<String>,
+    pub metadata: Value,
+    /// Time of the user's last client event.
+    pub last_active: DateTime<Utc>,
+}
+
+/// A visible status change, to announce.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusChange {
+    pub user_id: String,
+    pub status: Status,
+    pub last_seen: DateTime<Utc>,
+}
+
+/// Where live presence state lives. Every method is one atomic step, so concurrent sockets and
+/// nodes never both report the same transition.
 #[async_trait]
 pub trait PresenceStore: Send + Sync + 'static {
     /// Records socket `sid` for `user` unless the user already holds `limit` sockets.
-    /// Returns whether the slot was granted.
     async fn reserve_connection(&self, user: &str, sid: &str, limit: u32) -> anyhow::Result<bool>;
 
     /// Forgets socket `sid`; returns how many sockets the user still holds (on any node).
@@ -20,4 +63,194 @@ pub trait PresenceStore: Send + Sync + 'static {
 
     /// How many sockets the user holds (on any node).
     async fn connection_count(&self, user: &str) -> anyhow::Result<u32>;
+
+    /// A socket finished connecting: an offline user turns online (`Some(Online)`); a user
+    /// still within the grace period of a reload keeps their status (`None`).
+    async fn came_online(&self, user: &str, now: DateTime<Utc>) -> anyhow::Result<Option<Status>>;
+
+    /// The grace period after the last socket ended: if the user still has none, they turn
+    /// offline and are forgotten. Returns whether that happened.
+    async fn went_offline(&self, user: &str) -> anyhow::Result<bool>;
+
+    /// A client event: records activity; an automatically away user turns online again.
+    async fn touch(&self, user: &str, now: DateTime<Utc>) -> anyhow::Result<Option<Status>>;
+
+    /// Users (of this node's sockets) with no event since `cutoff` turn `away`; returns them.
+    async fn sweep_idle(&self, cutoff: DateTime<Utc>) -> anyhow::Result<Vec<String>>;
+
+    /// The user chose a status: `Online` clears a manual `away`/`busy`. Returns the new status
+    /// when it changed.
+    async fn set_status(
+        &self,
+        user: &str,
+        status: Status,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<Status>>;
+
+    /// Sets the user's activity string and metadata.
+    async fn set_activity(
+        &self,
+        user: &str,
+        activity: &str,
+        metadata: Value,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()>;
+
+    /// The live presence of users that are connected (or within their grace period).
+    async fn get_many(&self, users: &[String]) -> anyhow::Result<Vec<(String, Live)>>;
+}
+
+/// What one user's presence looks like to a viewer (or to themselves).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceView {
+    pub user_id: String,
+    pub status: Status,
+    pub activity: Option<String>,
+    pub metadata: Value,
+    #[serde(with = "serde_rfc3339::option")]
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+/// Presence rules over the store and the database.
+pub struct PresenceService {
+    pub store: Arc<dyn PresenceStore>,
+    db: DatabaseConnection,
+}
+
+impl PresenceService {
+    pub fn new(store: Arc<dyn PresenceStore>, db: DatabaseConnection) -> Self {
+        Self { store, db }
+    }
+
+    /// Who is told about `user_id`'s presence: followers and direct-room partners, or nobody
+    /// when the user does not share their online status.
+    pub async fn audience(
+        &self,
+        prefs: &PreferenceService,
+        user_id: &str,
+    ) -> AppResult<Vec<String>> {
+        if !prefs.get(user_id).await?.share_online_status {
+            return Ok(Vec::new());
+        }
+        let mut audience: Vec<String> = follow::Entity::find()
+            .select_only()
+            .column(follow::Column::FollowerId)
+            .filter(follow::Column::FolloweeId.eq(user_id))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        audience.extend(self.direct_partners(user_id).await?);
+        audience.sort();
+        audience.dedup();
+        audience.retain(|u| u != user_id);
+        Ok(audience)
+    }
+
+    /// The other members of the user's direct rooms, in one query.
+    async fn direct_partners(&self, user_id: &str) -> AppResult<Vec<String>> {
+        let my_direct_rooms = sea_orm::sea_query::Query::select()
+            .column(room_member::Column::RoomId)
+            .from(room_member::Entity)
+            .and_where(room_member::Column::UserId.eq(user_id))
+            .to_owned();
+        let partners: Vec<String> = room_member::Entity::find()
+            .select_only()
+            .column(room_member::Column::UserId)
+            .join(JoinType::InnerJoin, room_member::Relation::Room.def())
+            .filter(room::Column::RoomType.eq("direct"))
+            .filter(room_member::Column::RoomId.in_subquery(my_direct_rooms))
+            .filter(room_member::Column::UserId.ne(user_id))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(partners)
+    }
+
+    /// Records that the user went offline now, for `lastSeen`.
+    pub async fn record_last_seen(&self, user_id: &str, at: DateTime<Utc>) -> AppResult<()> {
+        user::Entity::update_many()
+            .col_expr(user::Column::LastSeen, Expr::value(at))
+            .filter(user::Column::Id.eq(user_id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// The presence of `users` as `viewer` sees it: live state when connected, else offline
+    /// with the stored `lastSeen`; users hiding their status look offline to everyone else.
+    pub async fn view(
+        &self,
+        prefs: &PreferenceService,
+        viewer: &str,
+        users: &[String],
+    ) -> AppResult<Vec<PresenceView>> {
+        let live: std::collections::HashMap<String, Live> =
+            self.store.get_many(users).await?.into_iter().collect();
+        let stored: std::collections::HashMap<String, Option<DateTime<Utc>>> = user::Entity::find()
+            .select_only()
+            .column(user::Column::Id)
+            .column(user::Column::LastSeen)
+            .filter(user::Column::Id.is_in(users.iter().map(String::as_str)))
+            .into_tuple::<(String, Option<DateTime<Utc>>)>()
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .collect();
+        let mut views = Vec::with_capacity(users.len());
+        for user_id in users {
+            let hidden = user_id != viewer && !prefs.get(user_id).await?.share_online_status;
+            let last_seen = stored.get(user_id).copied().flatten();
+            let view = match live.get(user_id) {
+                Some(l) if !hidden => PresenceView {
+                    user_id: user_id.clone(),
+                    status: l.status,
+                    activity: l.activity.clone(),
+                    metadata: l.metadata.clone(),
+                    last_seen: Some(l.last_active),
+                },
+                _ => PresenceView {
+                    user_id: user_id.clone(),
+                    status: Status::Offline,
+                    activity: None,
+                    metadata: Value::Null,
+                    last_seen: if hidden { None } else { last_seen },
+                },
+            };
+            views.push(view);
+        }
+        Ok(views)
+    }
+
+    /// Users `viewer` follows that are online (any status but offline) and share it.
+    pub async fn online_friends(
+        &self,
+        prefs: &PreferenceService,
+        viewer: &str,
+    ) -> AppResult<Vec<PresenceView>> {
+        let following: Vec<String> = follow::Entity::find()
+            .select_only()
+            .column(follow::Column::FolloweeId)
+            .filter(follow::Column::FollowerId.eq(viewer))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let views = self.view(prefs, viewer, &following).await?;
+        Ok(views
+            .into_iter()
+            .filter(|v| v.status != Status::Offline)
+            .collect())
+    }
+}
+
+/// Something to tell a user's audience, queued from wherever it was noticed (event handlers,
+/// timers, sweepers) and announced in order by one task.
+#[derive(Clone, Debug)]
+pub enum PresenceEvent {
+    Status(StatusChange),
+    Activity {
+        user_id: String,
+        activity: String,
+        metadata: Value,
+    },
 }

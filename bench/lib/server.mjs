@@ -1,0 +1,184 @@
+// The server under test. Either spawns the release binary (like client-tests/lib/server.mjs
+// `startServer`, on 127.0.0.1, a free port and a throw-away SQLite file, but keeping the child
+// process so the bench can read its RSS and CPU time from /proc), or describes an already
+// running server given by SWITCHBOARD_URL (+ JWT_SECRET, optionally SWITCHBOARD_PID).
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import jwt from 'jsonwebtoken';
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const HEALTH_TIMEOUT_MS = 30_000;
+const STOP_GRACE_MS = 5_000;
+const STDERR_KEEP = 256 * 1024;
+const BENCH_SECRET = 'bench-secret-not-for-production';
+
+/** SWITCHBOARD_BIN, else $CARGO_TARGET_DIR/release, else <repo>/target/release, else ../target/release. */
+export function binaryPath() {
+  if (process.env.SWITCHBOARD_BIN) return process.env.SWITCHBOARD_BIN;
+  if (process.env.CARGO_TARGET_DIR) return path.join(process.env.CARGO_TARGET_DIR, 'release', 'switchboard');
+  const candidates = [path.join(REPO, 'target'), path.join(REPO, '..', 'target')].map((t) =>
+    path.join(t, 'release', 'switchboard'),
+  );
+  return candidates.find((c) => existsSync(c)) ?? candidates[0];
+}
+
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function signer(secret) {
+  return (userId, { name = userId, ttlSec = 6 * 3600 } = {}) =>
+    jwt.sign({ sub: userId, name, exp: Math.floor(Date.now() / 1000) + ttlSec }, secret, { algorithm: 'HS256' });
+}
+
+async function waitHealthy(url, isDead, stderr) {
+  const deadline = Date.now() + HEALTH_TIMEOUT_MS;
+  for (;;) {
+    const dead = isDead();
+    if (dead) throw new Error(`switchboard exited before becoming healthy (${dead}):\n${stderr()}`);
+    try {
+      const res = await fetch(`${url}/health`);
+      await res.arrayBuffer();
+      if (res.status === 200) return;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`no healthy GET /health within ${HEALTH_TIMEOUT_MS} ms:\n${stderr()}`);
+    await sleep(50);
+  }
+}
+
+/** An already running server (SWITCHBOARD_URL, JWT_SECRET, optional SWITCHBOARD_PID). */
+export async function externalServer() {
+  const url = process.env.SWITCHBOARD_URL.replace(/\/+$/, '');
+  const secret = process.env.JWT_SECRET;
+  if (!secret) throw new Error('SWITCHBOARD_URL needs JWT_SECRET (the server\'s HS256 secret)');
+  await waitHealthy(url, () => null, () => '');
+  const pid = process.env.SWITCHBOARD_PID ? Number(process.env.SWITCHBOARD_PID) : null;
+  return {
+    url,
+    pid,
+    external: true,
+    token: signer(secret),
+    stderr: '',
+    stop: async () => {},
+  };
+}
+
+/**
+ * Spawns `switchboard serve` with bench-friendly settings (`envOverrides` win) and resolves once
+ * `GET /health` answers 200. Returns `{ url, pid, token(userId), stop(), stderr }`.
+ */
+export async function spawnServer(envOverrides = {}) {
+  const bin = binaryPath();
+  if (!existsSync(bin)) {
+    throw new Error(`switchboard binary not found at ${bin}: run \`cargo build --release\` (or set SWITCHBOARD_BIN / CARGO_TARGET_DIR)`);
+  }
+  const port = await freePort();
+  const tmp = await mkdtemp(path.join(os.tmpdir(), 'switchboard-bench-'));
+  const env = {
+    HOST: '127.0.0.1',
+    PORT: String(port),
+    DATABASE_URL: `sqlite://${tmp}/sb.db?mode=rwc`,
+    JWT_SECRET: BENCH_SECRET,
+    RUST_LOG: 'warn',
+    NO_COLOR: '1',
+    RATE_LIMIT_PER_MINUTE: '1000000',
+    ...envOverrides,
+  };
+  const child = spawn(bin, ['serve'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  const keep = (chunk) => {
+    stderr = (stderr + chunk.toString()).slice(-STDERR_KEEP);
+    if (process.env.BENCH_SERVER_LOG) process.stderr.write(chunk);
+  };
+  child.stderr.on('data', keep);
+  child.stdout.on('data', keep);
+  let exited = null;
+  const exitPromise = new Promise((resolve) => {
+    child.on('exit', (code, signal) => resolve((exited = { code, signal })));
+    child.on('error', (error) => resolve((exited = { code: null, signal: null, error })));
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const cleanup = () => rm(tmp, { recursive: true, force: true });
+  try {
+    await waitHealthy(
+      url,
+      () => exited && (exited.error ? exited.error.message : `code ${exited.code}, signal ${exited.signal}`),
+      () => stderr,
+    );
+  } catch (err) {
+    child.kill('SIGKILL');
+    await exitPromise;
+    await cleanup();
+    throw err;
+  }
+  let stopped = null;
+  return {
+    url,
+    pid: child.pid,
+    external: false,
+    env,
+    token: signer(env.JWT_SECRET),
+    get stderr() {
+      return stderr;
+    },
+    get exited() {
+      return exited;
+    },
+    stop() {
+      stopped ??= (async () => {
+        if (!exited) {
+          child.kill('SIGTERM');
+          const timer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
+          await exitPromise;
+          clearTimeout(timer);
+        }
+        await cleanup();
+        return exited;
+      })();
+      return stopped;
+    },
+    /** Synchronous last-resort kill (process 'exit' handler). */
+    killNow() {
+      if (!exited) child.kill('SIGKILL');
+    },
+  };
+}
+
+/** JSON REST call; resolves `{ status, body }`. */
+export async function api(baseUrl, method, urlPath, { token, body } = {}) {
+  const headers = {};
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const res = await fetch(baseUrl + urlPath, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let parsed = null;
+  if (text) {
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      parsed = text;
+    }
+  }
+  return { status: res.status, body: parsed };
+}

@@ -1,0 +1,732 @@
+#!/usr/bin/env node
+// Switchboard load generator. Two scenarios:
+//
+//   fanout  (default) one group room, N receiver sockets, S sender sockets sending M paced
+//           `chat:message`s with acks; every `chat:new_message` is checked (no loss, no
+//           duplicate) and its latency (receive − send time) recorded.
+//   connect K sockets connecting (websocket) with bounded concurrency: time, per-socket time to
+//           `session:ready`, server RSS per connection.
+//
+// Receivers live in forked worker processes (--workers) so the load generator can use both
+// cores; the report shows the CPU time of the server, of the load generator and of everything
+// else on the machine, so a run says where the bottleneck was. See README.md.
+import { fork } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { io } from 'socket.io-client';
+import { loadavg, machineCpuMs, memory, processCpuMs } from './lib/proc.mjs';
+import { api, externalServer, spawnServer } from './lib/server.mjs';
+import { fmtInt, fmtMb, fmtMs, fmtPct, summary } from './lib/stats.mjs';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REST = '/api/v1/realtime';
+const now = () => performance.timeOrigin + performance.now();
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+const USAGE = `usage: node run.mjs [options]
+  --scenario fanout|connect   what to measure (default fanout)
+ fanout:
+  --sockets N        receiver sockets (default 1000)
+  --per-user P       sockets per receiver user (default 2; server default limit is 10)
+  --senders S        sender sockets, one user each (default 4)
+  --messages M       measured messages, all senders together (default 200)
+  --rate R           messages per second, all senders together (default 50; 0 = closed loop:
+                     each sender sends its next message when the previous ack arrives)
+  --warmup W         unmeasured messages sent (and checked) first (default 10)
+  --target-deliveries D   PASS needs >= D deliveries/s (default 20000)
+  --target-p99 L          PASS needs delivery latency p99 <= L ms (default 50)
+ connect:
+  --connections K    sockets to connect (default 2000)
+  --per-user P       sockets per user (default 2)
+  --no-room          do not put the users in a group room (default: one room with all of them)
+ common:
+  --client sio|lite  receiver client: socket.io-client (default) or a minimal Engine.IO/Socket.IO
+                     client on a bare WebSocket that costs the load generator less CPU
+  --workers W        receiver/connector processes (default 2)
+  --quiet-wait SEC   before measuring, wait up to SEC for the machine to be idle (default 0)
+  --concurrency C    connections in flight while connecting, all workers together (default 100)
+  --drain-ms T       stop waiting for deliveries after T ms without progress (default 5000)
+  --timeout SEC      hard limit for the whole run (default 300)
+  --server-env K=V   extra environment for the spawned server (repeatable)
+  --json FILE        also write the results as JSON
+  --help
+ env: SWITCHBOARD_BIN / CARGO_TARGET_DIR pick the binary (default ../target/release/switchboard);
+      SWITCHBOARD_URL + JWT_SECRET [+ SWITCHBOARD_PID] target a running server instead.`;
+
+function options() {
+  const { values } = parseArgs({
+    options: {
+      scenario: { type: 'string', default: 'fanout' },
+      client: { type: 'string', default: 'sio' },
+      'quiet-wait': { type: 'string', default: '0' },
+      sockets: { type: 'string', default: '1000' },
+      connections: { type: 'string', default: '2000' },
+      'per-user': { type: 'string', default: '2' },
+      senders: { type: 'string', default: '4' },
+      messages: { type: 'string', default: '200' },
+      rate: { type: 'string', default: '50' },
+      warmup: { type: 'string', default: '10' },
+      workers: { type: 'string', default: '2' },
+      concurrency: { type: 'string', default: '100' },
+      'drain-ms': { type: 'string', default: '5000' },
+      timeout: { type: 'string', default: '300' },
+      'target-deliveries': { type: 'string', default: '20000' },
+      'target-p99': { type: 'string', default: '50' },
+      'no-room': { type: 'boolean', default: false },
+      'server-env': { type: 'string', multiple: true, default: [] },
+      json: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(USAGE);
+    process.exit(0);
+  }
+  const int = (name, min) => {
+    const v = Number(values[name]);
+    if (!Number.isInteger(v) || v < min) throw new Error(`--${name} must be an integer >= ${min}`);
+    return v;
+  };
+  const num = (name) => {
+    const v = Number(values[name]);
+    if (!Number.isFinite(v) || v < 0) throw new Error(`--${name} must be a number >= 0`);
+    return v;
+  };
+  if (!['fanout', 'connect'].includes(values.scenario)) throw new Error('--scenario is fanout or connect');
+  if (!['sio', 'lite'].includes(values.client)) throw new Error('--client is sio or lite');
+  const serverEnv = {};
+  for (const kv of values['server-env']) {
+    const i = kv.indexOf('=');
+    if (i < 1) throw new Error(`--server-env wants K=V, got ${kv}`);
+    serverEnv[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  return {
+    scenario: values.scenario,
+    client: values.client,
+    quietWaitSec: num('quiet-wait'),
+    sockets: int('sockets', 1),
+    connections: int('connections', 1),
+    perUser: int('per-user', 1),
+    senders: int('senders', 1),
+    messages: int('messages', 1),
+    rate: num('rate'),
+    warmup: int('warmup', 0),
+    workers: int('workers', 1),
+    concurrency: int('concurrency', 1),
+    drainMs: int('drain-ms', 100),
+    timeoutSec: int('timeout', 5),
+    targetDeliveries: num('target-deliveries'),
+    targetP99: num('target-p99'),
+    room: !values['no-room'],
+    serverEnv,
+    json: values.json,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// workers
+
+class Worker {
+  constructor(index) {
+    this.index = index;
+    this.progress = { m: 0, w: 0 };
+    this.waiters = new Map();
+    this.child = fork(path.join(HERE, 'lib', 'worker.mjs'), [], { serialization: 'advanced', stdio: 'inherit' });
+    this.child.on('message', (msg) => {
+      if (msg.type === 'progress') this.progress = msg;
+      const w = this.waiters.get(msg.type);
+      if (w) {
+        this.waiters.delete(msg.type);
+        w(msg);
+      }
+    });
+    this.exited = new Promise((resolve) => this.child.on('exit', resolve));
+    this.child.on('exit', (code) => {
+      for (const [type, w] of this.waiters) w({ type, error: `worker ${index} exited (${code})` });
+      this.waiters.clear();
+    });
+  }
+
+  request(msg, replyType) {
+    return new Promise((resolve) => {
+      this.waiters.set(replyType, resolve);
+      this.child.send(msg);
+    });
+  }
+
+  tell(msg) {
+    if (this.child.connected) this.child.send(msg);
+  }
+
+  async close() {
+    this.tell({ type: 'close' });
+    const t = setTimeout(() => this.child.kill('SIGKILL'), 3000);
+    await this.exited;
+    clearTimeout(t);
+  }
+}
+
+async function startWorkers(n) {
+  const workers = Array.from({ length: n }, (_, i) => new Worker(i));
+  await Promise.all(workers.map((w) => new Promise((resolve) => (w.waiters.set('hello', resolve)))));
+  return workers;
+}
+
+/** Splits `list` into `n` contiguous chunks of nearly equal size. */
+function chunks(list, n) {
+  const out = [];
+  let start = 0;
+  for (let i = 0; i < n; i += 1) {
+    const size = Math.floor(list.length / n) + (i < list.length % n ? 1 : 0);
+    out.push(list.slice(start, start + size));
+    start += size;
+  }
+  return out;
+}
+
+/** Connects `tokens` (one per socket) spread over the workers; merged result. */
+async function connectVia(workers, server, tokens, { roomId, messages, concurrency, client }) {
+  const parts = chunks(tokens, workers.length);
+  const t0 = now();
+  const results = await Promise.all(
+    workers.map((w, i) =>
+      w.request(
+        {
+          type: 'connect',
+          url: server.url,
+          tokens: parts[i],
+          roomId,
+          messages,
+          concurrency: Math.max(1, Math.round(concurrency / workers.length)),
+          readyTimeoutMs: 30_000,
+          client,
+        },
+        'connected',
+      ),
+    ),
+  );
+  const elapsedMs = now() - t0;
+  const errors = {};
+  let ok = 0;
+  const times = [];
+  for (const r of results) {
+    if (r.error) errors[r.error] = (errors[r.error] || 0) + 1;
+    ok += r.ok ?? 0;
+    for (const [k, v] of Object.entries(r.errors ?? {})) errors[k] = (errors[k] || 0) + v;
+    if (r.times) times.push(...r.times);
+  }
+  return { ok, errors, elapsedMs, times: summary(times) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// setup over REST
+
+async function createGroupRoom(server, owner, memberIds, name) {
+  const token = server.token(owner);
+  const first = memberIds.slice(0, 499);
+  const res = await api(server.url, 'POST', `${REST}/chat/rooms`, {
+    token,
+    body: { participants: first, type: 'group', name },
+  });
+  if (res.status !== 201 && res.status !== 200) {
+    throw new Error(`creating the room: HTTP ${res.status} ${JSON.stringify(res.body)}`);
+  }
+  const roomId = res.body.id;
+  for (let i = first.length; i < memberIds.length; i += 500) {
+    const batch = memberIds.slice(i, i + 500);
+    const add = await api(server.url, 'POST', `${REST}/chat/rooms/${roomId}/members`, {
+      token,
+      body: { userIds: batch },
+    });
+    if (add.status !== 200 && add.status !== 201) {
+      throw new Error(`adding members: HTTP ${add.status} ${JSON.stringify(add.body)}`);
+    }
+  }
+  const check = await api(server.url, 'GET', `${REST}/chat/rooms/${roomId}`, { token });
+  const members = check.body?.members?.length;
+  if (members !== memberIds.length + 1) {
+    throw new Error(`room has ${members} members, expected ${memberIds.length + 1}`);
+  }
+  return roomId;
+}
+
+function connectSender(server, userId, roomId) {
+  return new Promise((resolve, reject) => {
+    const socket = io(`${server.url}/realtime`, {
+      transports: ['websocket'],
+      forceNew: true,
+      reconnection: false,
+      auth: { token: server.token(userId) },
+    });
+    const timer = setTimeout(() => reject(new Error(`sender ${userId} not ready in 30 s`)), 30_000);
+    socket.once('session:ready', (s) => {
+      clearTimeout(timer);
+      if (!s.rooms.includes(roomId)) reject(new Error(`sender ${userId}: room missing from session:ready`));
+      else resolve(socket);
+    });
+    socket.once('connect_error', (e) => {
+      clearTimeout(timer);
+      reject(new Error(`sender ${userId}: connect_error ${e.message}`));
+    });
+  });
+}
+
+async function health(server) {
+  try {
+    return (await api(server.url, 'GET', '/health')).body;
+  } catch {
+    return null;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// resource accounting over a window
+
+function cpuWindow(server) {
+  const start = {
+    t: now(),
+    server: processCpuMs(server.pid),
+    machine: machineCpuMs(),
+    self: process.cpuUsage(),
+  };
+  let peakRssKb = memory(server.pid)?.rssKb ?? NaN;
+  const sampler = setInterval(() => {
+    const m = memory(server.pid);
+    if (m && !(m.rssKb <= peakRssKb)) peakRssKb = m.rssKb;
+  }, 200);
+  return {
+    /** Ends the window; `workerCpuMs` is the load generator's worker CPU in the window. */
+    end(workerCpuMs) {
+      clearInterval(sampler);
+      const wallMs = now() - start.t;
+      const serverMs = start.server === null ? NaN : processCpuMs(server.pid) - start.server;
+      const self = process.cpuUsage(start.self);
+      const clientMs = workerCpuMs + (self.user + self.system) / 1000;
+      const m = machineCpuMs();
+      const machineBusyMs = m && start.machine ? m.busyMs - start.machine.busyMs : NaN;
+      const machineTotalMs = m && start.machine ? m.totalMs - start.machine.totalMs : NaN;
+      const mem = memory(server.pid);
+      if (mem && !(mem.rssKb <= peakRssKb)) peakRssKb = mem.rssKb;
+      return {
+        wallMs,
+        serverCpuMs: serverMs,
+        clientCpuMs: clientMs,
+        otherCpuMs: Number.isFinite(serverMs) ? machineBusyMs - serverMs - clientMs : NaN,
+        machineBusyPct: (100 * machineBusyMs) / machineTotalMs,
+        // percentages of ONE core (a 2-core machine has 200%)
+        serverPct: (100 * serverMs) / wallMs,
+        clientPct: (100 * clientMs) / wallMs,
+        otherPct: Number.isFinite(serverMs) ? (100 * (machineBusyMs - serverMs - clientMs)) / wallMs : NaN,
+        serverRssKb: mem?.rssKb ?? NaN,
+        serverPeakRssKb: peakRssKb,
+      };
+    },
+  };
+}
+
+function cpuLines(c, cores) {
+  return [
+    `CPU in window   ${fmtInt(c.wallMs)} ms wall, machine ${fmtPct(c.machineBusyPct)} busy of ${cores} cores`,
+    `  server        ${fmtInt(c.serverCpuMs)} ms  (${fmtPct(c.serverPct)} of one core)`,
+    `  load gen      ${fmtInt(c.clientCpuMs)} ms  (${fmtPct(c.clientPct)} of one core; all bench processes)`,
+    `  other procs   ${fmtInt(c.otherCpuMs)} ms  (${fmtPct(c.otherPct)} of one core)`,
+  ];
+}
+
+function bottleneck(c, cores) {
+  if (!Number.isFinite(c.machineBusyPct)) return 'unknown (no /proc readings)';
+  const noisy = c.otherPct > 25
+    ? `; WARNING: other processes used ${fmtPct(c.otherPct)} of one core during the window, so these numbers understate the server`
+    : '';
+  return bottleneckText(c, cores) + noisy;
+}
+
+function bottleneckText(c, cores) {
+  if (c.machineBusyPct < 85) return `machine not CPU-saturated (${fmtPct(c.machineBusyPct)} busy): the offered load, not CPU, bounded this run`;
+  const parts = [
+    ['server', c.serverPct],
+    ['load generator', c.clientPct],
+    ['other processes', c.otherPct],
+  ].sort((a, b) => b[1] - a[1]);
+  return `machine CPU-saturated (${fmtPct(c.machineBusyPct)} of ${cores} cores busy); largest consumer: ${parts[0][0]} (${fmtPct(parts[0][1])} of one core)`;
+}
+
+/**
+ * Waits (at most `maxSec`) for a 1 s stretch in which the whole machine used under 25% of one
+ * core: the bench is idle at that point, so that is other work (e.g. a compiler) that would
+ * compete with the server and the load generator for the two cores.
+ */
+async function waitQuiet(maxSec) {
+  if (!maxSec) return;
+  const deadline = now() + maxSec * 1000;
+  const t0 = now();
+  for (;;) {
+    const a = machineCpuMs();
+    await sleep(1000);
+    const b = machineCpuMs();
+    if (!a || !b) return;
+    const busyPctOfCore = (100 * (b.busyMs - a.busyMs)) / 1000;
+    if (busyPctOfCore < 25) {
+      console.log(`quiet-wait: machine quiet after ${fmtMs(now() - t0)} (${fmtPct(busyPctOfCore)} of one core busy)`);
+      return;
+    }
+    if (now() > deadline) {
+      console.log(`quiet-wait: gave up after ${maxSec} s; machine still ${fmtPct(busyPctOfCore)} of one core busy`);
+      return;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// scenarios
+
+async function fanout(opts, server, workers, runId, cores) {
+  const receiverUsers = Math.ceil(opts.sockets / opts.perUser);
+  const receivers = Array.from({ length: receiverUsers }, (_, i) => `bench-${runId}-r${i}`);
+  const senders = Array.from({ length: opts.senders }, (_, i) => `bench-${runId}-s${i}`);
+  const tokens = [];
+  for (let i = 0; i < opts.sockets; i += 1) tokens.push(server.token(receivers[Math.floor(i / opts.perUser)]));
+
+  let t = now();
+  const roomId = await createGroupRoom(server, senders[0], [...senders.slice(1), ...receivers], `bench ${runId}`);
+  console.log(`setup: room ${roomId} with ${receivers.length + senders.length} members in ${fmtMs(now() - t)}`);
+
+  const conn = await connectVia(workers, server, tokens, {
+    roomId,
+    messages: opts.messages,
+    concurrency: opts.concurrency,
+    client: opts.client,
+  });
+  console.log(
+    `connect: ${conn.ok}/${opts.sockets} receiver sockets ready in ${fmtMs(conn.elapsedMs)} ` +
+      `(per socket p50 ${fmtMs(conn.times.p50)}, p99 ${fmtMs(conn.times.p99)})`,
+  );
+  if (conn.ok !== opts.sockets) {
+    throw new Error(`only ${conn.ok}/${opts.sockets} receivers connected: ${JSON.stringify(conn.errors)}`);
+  }
+  const senderSockets = await Promise.all(senders.map((s) => connectSender(server, s, roomId)));
+  const N = opts.sockets;
+  const S = senderSockets.length;
+
+  const acks = { ms: [], errors: {}, pending: 0 };
+  let doneAcks = null;
+  const ackDone = () => {
+    acks.pending -= 1;
+    if (acks.pending === 0 && doneAcks) doneAcks();
+  };
+  const sendOne = (phase, i, cb) => {
+    const socket = senderSockets[i % S];
+    const sentAt = now();
+    acks.pending += 1;
+    socket.timeout(30_000).emit(
+      'chat:message',
+      { roomId, message: `bench|${phase}|${i}|${sentAt}`, clientMessageId: `${runId}-${phase}-${i}` },
+      (err, ack) => {
+        if (phase === 'm') {
+          if (err) acks.errors.TIMEOUT = (acks.errors.TIMEOUT || 0) + 1;
+          else if (!ack || ack.ok !== true) {
+            const code = ack?.error?.code ?? 'BAD_ACK';
+            acks.errors[code] = (acks.errors[code] || 0) + 1;
+          } else acks.ms.push(now() - sentAt);
+        } else if (err || !ack?.ok) {
+          acks.errors[`warmup ${err ? 'TIMEOUT' : ack?.error?.code}`] = 1;
+        }
+        ackDone();
+        cb?.();
+      },
+    );
+  };
+  const allAcked = () =>
+    acks.pending === 0 ? Promise.resolve() : new Promise((resolve) => (doneAcks = resolve));
+
+  const totals = () => workers.reduce((a, w) => ({ m: a.m + w.progress.m, w: a.w + w.progress.w }), { m: 0, w: 0 });
+  /** Waits until `key` deliveries reach `target`, or `drainMs` pass without progress. */
+  const waitDeliveries = async (key, target) => {
+    let last = -1;
+    let lastChange = now();
+    for (;;) {
+      const got = totals()[key];
+      if (got >= target) return got;
+      if (got !== last) {
+        last = got;
+        lastChange = now();
+      } else if (now() - lastChange > opts.drainMs) return got;
+      await sleep(20);
+    }
+  };
+
+  // warm-up (checked, not measured)
+  for (const w of workers) w.tell({ type: 'arm' });
+  if (opts.warmup > 0) {
+    for (let i = 0; i < opts.warmup; i += 1) {
+      sendOne('w', i);
+      await sleep(20);
+    }
+    await allAcked();
+    const got = await waitDeliveries('w', opts.warmup * N);
+    if (got !== opts.warmup * N) console.log(`warm-up: ${got}/${opts.warmup * N} deliveries`);
+  }
+
+  // measured phase
+  await waitQuiet(opts.quietWaitSec);
+  for (const w of workers) w.tell({ type: 'arm' });
+  await sleep(50);
+  const window = cpuWindow(server);
+  const firstSend = now();
+  if (opts.rate > 0) {
+    const interval = 1000 / opts.rate;
+    let i = 0;
+    while (i < opts.messages) {
+      const wait = firstSend + i * interval - now();
+      if (wait > 1) await sleep(wait);
+      while (i < opts.messages && firstSend + i * interval <= now()) sendOne('m', i++);
+    }
+  } else {
+    let next = 0;
+    await Promise.all(
+      senderSockets.map(
+        () =>
+          new Promise((resolve) => {
+            const loop = () => {
+              if (next >= opts.messages) return resolve();
+              sendOne('m', next++, loop);
+            };
+            loop();
+          }),
+      ),
+    );
+  }
+  const lastSend = now();
+  await allAcked();
+  const expected = opts.messages * N;
+  await waitDeliveries('m', expected);
+  const reports = await Promise.all(workers.map((w) => w.request({ type: 'report' }, 'report')));
+  const cpu = window.end(reports.reduce((a, r) => a + (r.cpuMs ?? 0), 0));
+  for (const s of senderSockets) s.close();
+
+  const lat = [];
+  let received = 0;
+  let lastRecv = 0;
+  let dups = 0;
+  let outOfOrder = 0;
+  let foreign = 0;
+  let open = 0;
+  const disconnects = {};
+  const perMsg = new Uint32Array(opts.messages);
+  let workerRssKb = 0;
+  for (const r of reports) {
+    if (r.error) throw new Error(r.error);
+    for (let k = 0; k < r.latencies.length; k += 1) lat.push(r.latencies[k]);
+    received += r.latencies.length;
+    if (r.lastRecv) lastRecv = Math.max(lastRecv, r.lastRecv);
+    dups += r.dups;
+    outOfOrder += r.outOfOrder;
+    foreign += r.foreign + r.malformed;
+    open += r.open;
+    workerRssKb += r.rssKb;
+    for (let k = 0; k < opts.messages; k += 1) perMsg[k] += r.perMsg[k];
+    for (const [k, v] of Object.entries(r.disconnects)) disconnects[k] = (disconnects[k] || 0) + v;
+  }
+  let incomplete = 0;
+  for (let k = 0; k < opts.messages; k += 1) if (perMsg[k] !== N) incomplete += 1;
+  const l = summary(lat);
+  const a = summary(acks.ms);
+  const spanMs = (lastRecv || now()) - firstSend;
+  const deliveriesPerSec = (received * 1000) / spanMs;
+  const ackErrors = Object.values(acks.errors).reduce((x, y) => x + y, 0);
+  const lost = expected - received;
+  const checks = [
+    [lost === 0, `no lost deliveries (${fmtInt(received)}/${fmtInt(expected)})`],
+    [dups === 0, `no duplicate deliveries (${dups})`],
+    [ackErrors === 0, `every chat:message acked ok (${ackErrors} errors)`],
+    [open === N, `no receiver disconnected (${N - open} gone)`],
+    [deliveriesPerSec >= opts.targetDeliveries, `>= ${fmtInt(opts.targetDeliveries)} deliveries/s (${fmtInt(deliveriesPerSec)})`],
+    [l.p99 <= opts.targetP99, `delivery p99 <= ${opts.targetP99} ms (${fmtMs(l.p99)})`],
+  ];
+  const pass = checks.every(([ok]) => ok);
+  const offered = opts.rate > 0 ? opts.rate * N : NaN;
+
+  const lines = [
+    '',
+    `== fanout: 1 group room, ${fmtInt(N)} ${opts.client} receiver sockets (${receivers.length} users x ${opts.perUser}), ${S} senders, ` +
+      `${opts.messages} messages @ ${opts.rate > 0 ? `${opts.rate} msg/s` : 'closed loop'} ==`,
+    `messages sent   ${opts.messages} in ${fmtMs(lastSend - firstSend)} (${(opts.messages * 1000 / Math.max(1, lastSend - firstSend)).toFixed(1)} msg/s achieved)`,
+    `deliveries      ${fmtInt(received)} / ${fmtInt(expected)} expected, lost ${fmtInt(lost)}, duplicates ${dups}, ` +
+      `messages not reaching every receiver ${incomplete}`,
+    `throughput      ${fmtInt(deliveriesPerSec)} deliveries/s over ${fmtMs(spanMs)} (first send -> last delivery)` +
+      (Number.isFinite(offered) ? `; offered ${fmtInt(offered)}/s` : ''),
+    `                server fan-out incl. senders' other sockets: ${fmtInt(opts.messages * (N + S - 1))} packets`,
+    `delivery lat.   p50 ${fmtMs(l.p50)}  p90 ${fmtMs(l.p90)}  p99 ${fmtMs(l.p99)}  max ${fmtMs(l.max)}`,
+    `ack latency     p50 ${fmtMs(a.p50)}  p99 ${fmtMs(a.p99)}  max ${fmtMs(a.max)}  errors ${JSON.stringify(acks.errors)}`,
+    `seq order       ${outOfOrder} deliveries arrived with a lower seq than the previous one on that socket`,
+    `foreign events  ${foreign}; receiver disconnects ${JSON.stringify(disconnects)}`,
+    `server RSS      ${fmtMb(cpu.serverRssKb)} at end, peak ${fmtMb(cpu.serverPeakRssKb)}; bench workers RSS ${fmtMb(workerRssKb)}`,
+    ...cpuLines(cpu, cores),
+    `  server CPU per message ${fmtMs(cpu.serverCpuMs / opts.messages)}, per delivery ${(1000 * cpu.serverCpuMs / Math.max(1, received)).toFixed(1)} us`,
+    `  load gen CPU per delivery ${(1000 * cpu.clientCpuMs / Math.max(1, received)).toFixed(1)} us`,
+    `bottleneck      ${bottleneck(cpu, cores)}`,
+  ];
+  if (Number.isFinite(offered) && offered < opts.targetDeliveries) {
+    lines.push(`note            offered load ${fmtInt(offered)}/s is below the target; raise --rate or --sockets`);
+  }
+  for (const [ok, text] of checks) lines.push(`  [${ok ? 'ok' : 'FAIL'}] ${text}`);
+  lines.push(`${pass ? 'PASS' : 'FAIL'} fanout: ${fmtInt(deliveriesPerSec)} deliveries/s, p99 ${fmtMs(l.p99)}, lost ${lost} ` +
+    `(targets >= ${fmtInt(opts.targetDeliveries)}/s, p99 <= ${opts.targetP99} ms, no loss)`);
+  console.log(lines.join('\n'));
+  return {
+    pass,
+    result: {
+      scenario: 'fanout',
+      client: opts.client,
+      receivers: N,
+      receiverUsers: receivers.length,
+      senders: S,
+      messages: opts.messages,
+      rate: opts.rate,
+      expected,
+      received,
+      lost,
+      dups,
+      incompleteMessages: incomplete,
+      outOfOrder,
+      deliveriesPerSec,
+      spanMs,
+      sendMs: lastSend - firstSend,
+      latencyMs: l,
+      ackMs: a,
+      ackErrors: acks.errors,
+      disconnects,
+      connect: { ...conn, times: conn.times },
+      cpu,
+      checks: checks.map(([ok, text]) => ({ ok, text })),
+    },
+  };
+}
+
+async function connectScenario(opts, server, workers, runId, cores) {
+  const K = opts.connections;
+  const users = Array.from({ length: Math.ceil(K / opts.perUser) }, (_, i) => `bench-${runId}-c${i}`);
+  const tokens = [];
+  for (let i = 0; i < K; i += 1) tokens.push(server.token(users[Math.floor(i / opts.perUser)]));
+  let roomId = '';
+  if (opts.room) {
+    const t = now();
+    roomId = await createGroupRoom(server, users[0], users.slice(1), `bench ${runId}`);
+    console.log(`setup: room ${roomId} with ${users.length} members in ${fmtMs(now() - t)}`);
+  }
+  await sleep(500);
+  await waitQuiet(opts.quietWaitSec);
+  const before = memory(server.pid);
+  const window = cpuWindow(server);
+  const conn = await connectVia(workers, server, tokens, {
+    roomId,
+    messages: 0,
+    concurrency: opts.concurrency,
+    client: opts.client,
+  });
+  const workerCpu = await Promise.all(workers.map((w) => w.request({ type: 'report' }, 'report')));
+  const cpu = window.end(workerCpu.reduce((a, r) => a + (r.cpuMs ?? 0), 0));
+  await sleep(1000);
+  const after = memory(server.pid);
+  const h = await health(server);
+  const perConnKb = before && after ? (after.rssKb - before.rssKb) / Math.max(1, conn.ok) : NaN;
+  const ok = conn.ok === K;
+  const lines = [
+    '',
+    `== connect: ${fmtInt(K)} ${opts.client} websocket sockets (${users.length} users x ${opts.perUser})` +
+      `${opts.room ? ', all in one group room' : ''}, ${opts.concurrency} in flight ==`,
+    `connected       ${fmtInt(conn.ok)} / ${fmtInt(K)} in ${fmtMs(conn.elapsedMs)} (${fmtInt((conn.ok * 1000) / conn.elapsedMs)} sockets/s); errors ${JSON.stringify(conn.errors)}`,
+    `time to ready   p50 ${fmtMs(conn.times.p50)}  p90 ${fmtMs(conn.times.p90)}  p99 ${fmtMs(conn.times.p99)}  max ${fmtMs(conn.times.max)}`,
+    `server /health  connections ${h?.connections ?? 'n/a'}`,
+    `server RSS      ${fmtMb(before?.rssKb)} before, ${fmtMb(after?.rssKb)} after (+1 s); ` +
+      `${Number.isFinite(perConnKb) ? `${perConnKb.toFixed(1)} KB` : 'n/a'} per connection; threads ${after?.threads ?? 'n/a'}`,
+    ...cpuLines(cpu, cores),
+    `  server CPU per connection ${fmtMs(cpu.serverCpuMs / Math.max(1, conn.ok))}`,
+    `bottleneck      ${bottleneck(cpu, cores)}`,
+    `${ok ? 'PASS' : 'FAIL'} connect: ${conn.ok}/${K} sockets in ${fmtMs(conn.elapsedMs)}`,
+  ];
+  console.log(lines.join('\n'));
+  return {
+    pass: ok,
+    result: { scenario: 'connect', sockets: K, users: users.length, ...conn, health: h, rssBeforeKb: before?.rssKb, rssAfterKb: after?.rssKb, perConnKb, cpu },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main() {
+  const opts = options();
+  const cores = (await import('node:os')).availableParallelism();
+  const runId = Date.now().toString(36);
+  const nSockets = opts.scenario === 'fanout' ? opts.sockets : opts.connections;
+  const limit = Number(opts.serverEnv.MAX_CONNECTIONS_PER_USER ?? 10);
+  if (opts.perUser > limit) console.log(`warning: --per-user ${opts.perUser} exceeds MAX_CONNECTIONS_PER_USER (${limit})`);
+  opts.workers = Math.min(opts.workers, nSockets);
+
+  let server = null;
+  let workers = [];
+  let exitCode = 2;
+  const hard = setTimeout(() => {
+    console.error(`\nFAIL: run exceeded --timeout ${opts.timeoutSec} s; aborting`);
+    for (const w of workers) w.child.kill('SIGKILL');
+    server?.killNow?.();
+    process.exit(2);
+  }, opts.timeoutSec * 1000);
+  hard.unref();
+  process.on('SIGINT', () => {
+    for (const w of workers) w.child.kill('SIGKILL');
+    server?.killNow?.();
+    process.exit(130);
+  });
+
+  try {
+    server = process.env.SWITCHBOARD_URL ? await externalServer() : await spawnServer(opts.serverEnv);
+    console.log(
+      `server: ${server.url}${server.external ? ' (external)' : ` pid ${server.pid}`}; node ${process.version}; ` +
+        `${cores} cores; loadavg before ${loadavg()}; workers ${opts.workers}`,
+    );
+    workers = await startWorkers(opts.workers);
+    const run = opts.scenario === 'fanout' ? fanout : connectScenario;
+    const { pass, result } = await run(opts, server, workers, runId, cores);
+    const logIssues = serverLogIssues(server.stderr);
+    if (logIssues.length) {
+      console.log('server warnings/errors during the run:');
+      for (const [line, n] of logIssues) console.log(`  ${n} x ${line}`);
+    }
+    if (opts.json) {
+      writeFileSync(opts.json, JSON.stringify({ opts, loadavg: loadavg(), result, serverLog: logIssues }, null, 2));
+    }
+    exitCode = pass ? 0 : 1;
+  } catch (err) {
+    console.error(`\nERROR: ${err.stack || err.message}`);
+    if (server?.stderr) console.error(`server stderr (tail):\n${server.stderr.slice(-4000)}`);
+    exitCode = 2;
+  } finally {
+    await Promise.all(workers.map((w) => w.close()));
+    await server?.stop();
+  }
+  process.exit(exitCode);
+}
+
+/** WARN/ERROR lines of the server log, grouped (timestamps and ids stripped), most frequent first. */
+function serverLogIssues(stderr) {
+  const counts = new Map();
+  for (const raw of (stderr || '').split('\n')) {
+    // eslint-disable-next-line no-control-regex
+    const line = raw.replace(/\x1b\[[0-9;]*m/g, '');
+    if (!/\b(WARN|ERROR)\b/.test(line)) continue;
+    const key = line
+      .replace(/^\S*\d{4}-\d\d-\d\dT\S+\s*/, '')
+      .replace(/[0-9a-f]{8}-[0-9a-f-]{27,}/gi, '<id>')
+      .replace(/\b[A-Za-z0-9_-]{16,}\b/g, '<sid>')
+      .slice(0, 240);
+    counts.set(key, (counts.get(key) || 0) + 1);
+  }
+  return [...counts.entries()].sort((a, b) => b[1] - a[1]).slice(0, 8);
+}
+
+main();

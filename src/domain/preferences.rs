@@ -1,0 +1,257 @@
+//! Per-user delivery channels per notification type and the three privacy switches. Every
+//! switch defaults to on; a PUT changes only the keys it sends. Read on hot paths (typing,
+//! receipts, presence), so cached per user and dropped on change.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use dashmap::DashMap;
+use entity::notification_preference as prefs;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{DatabaseConnection, EntityTrait, Set};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{AppError, AppResult};
+
+/// Notification types the contract names; others matching the type pattern are accepted too.
+pub const KNOWN_TYPES: &[&str] = &[
+    "like",
+    "comment",
+    "follow",
+    "follow_request",
+    "mention",
+    "message",
+    "group_invite",
+    "event",
+    "post",
+    "recommendation",
+    "system",
+];
+
+/// Where one notification type is delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Channels {
+    pub in_app: bool,
+    pub push: bool,
+    pub email: bool,
+}
+
+impl Default for Channels {
+    fn default() -> Self {
+        Self {
+            in_app: true,
+            push: true,
+            email: true,
+        }
+    }
+}
+
+/// A user's preferences, defaults filled in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preferences {
+    pub channels: BTreeMap<String, Channels>,
+    pub share_online_status: bool,
+    pub share_typing: bool,
+    pub share_read_receipts: bool,
+}
+
+impl Default for Preferences {
+    fn default() -> Self {
+        Self {
+            channels: BTreeMap::new(),
+            share_online_status: true,
+            share_typing: true,
+            share_read_receipts: true,
+        }
+    }
+}
+
+impl Preferences {
+    /// Channels of one type (defaults when never set).
+    pub fn channels_for(&self, notification_type: &str) -> Channels {
+        self.channels
+            .get(notification_type)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The wire shape: every known type plus any set ones, and the three switches.
+    pub fn to_json(&self) -> Value {
+        let mut map = Map::new();
+        for t in KNOWN_TYPES {
+            map.insert((*t).to_owned(), serde_json::json!(self.channels_for(t)));
+        }
+        for (t, c) in &self.channels {
+            map.insert(t.clone(), serde_json::json!(c));
+        }
+        map.insert("shareOnlineStatus".into(), self.share_online_status.into());
+        map.insert("shareTyping".into(), self.share_typing.into());
+        map.insert("shareReadReceipts".into(), self.share_read_receipts.into());
+        Value::Object(map)
+    }
+
+    /// Applies a partial update `{ <type>: { inApp?, push?, email? }, share*? }`.
+    pub fn apply(&mut self, update: &Map<String, Value>) -> AppResult<()> {
+        for (key, value) in update {
+            let switch = match key.as_str() {
+                "shareOnlineStatus" => Some(&mut self.share_online_status),
+                "shareTyping" => Some(&mut self.share_typing),
+                "shareReadReceipts" => Some(&mut self.share_read_receipts),
+                _ => None,
+            };
+            if let Some(switch) = switch {
+                *switch = value.as_bool().ok_or_else(|| {
+                    AppError::field(format!("preferences.{key}"), "must be a boolean")
+                })?;
+                continue;
+            }
+            if !crate::domain::notifications::is_valid_type(key) {
+                return Err(AppError::field(
+                    format!("preferences.{key}"),
+                    "is not a notification type",
+                ));
+            }
+            let Value::Object(fields) = value else {
+                return Err(AppError::field(
+                    format!("preferences.{key}"),
+                    "must be an object",
+                ));
+            };
+            let mut channels = self.channels_for(key);
+            for (field, flag) in fields {
+                let slot = match field.as_str() {
+                    "inApp" => &mut channels.in_app,
+                    "push" => &mut channels.push,
+                    "email" => &mut channels.email,
+                    _ => {
+                        return Err(AppError::field(
+                            format!("preferences.{key}.{field}"),
+                            "unknown channel (inApp, push, email)",
+                        ));
+                    }
+                };
+                *slot = flag.as_bool().ok_or_else(|| {
+                    AppError::field(format!("preferences.{key}.{field}"), "must be a boolean")
+                })?;
+            }
+            self.channels.insert(key.clone(), channels);
+        }
+        Ok(())
+    }
+}
+
+/// Reads and writes preferences, with a per-user cache.
+pub struct PreferenceService {
+    db: DatabaseConnection,
+    cache: DashMap<String, Arc<Preferences>>,
+}
+
+impl PreferenceService {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self {
+            db,
+            cache: DashMap::new(),
+        }
+    }
+
+    /// The user's preferences, defaults when none were saved.
+    pub async fn get(&self, user_id: &str) -> AppResult<Arc<Preferences>> {
+        if let Some(found) = self.cache.get(user_id) {
+            return Ok(found.clone());
+        }
+        let loaded = match prefs::Entity::find_by_id(user_id).one(&self.db).await? {
+            None => Preferences::default(),
+            Some(row) => Preferences {
+                channels: serde_json::from_str(&row.channels).unwrap_or_default(),
+                share_online_status: row.share_online_status,
+                share_typing: row.share_typing,
+                share_read_receipts: row.share_read_receipts,
+            },
+        };
+        let loaded = Arc::new(loaded);
+        self.cache.insert(user_id.to_owned(), loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Applies a partial update and returns the result.
+    pub async fn update(
+        &self,
+        user_id: &str,
+        update: &Map<String, Value>,
+    ) -> AppResult<Arc<Preferences>> {
+        let mut next = (*self.get(user_id).await?).clone();
+        next.apply(update)?;
+        let channels = serde_json::to_string(&next.channels).map_err(anyhow::Error::from)?;
+        prefs::Entity::insert(prefs::ActiveModel {
+            user_id: Set(user_id.to_owned()),
+            channels: Set(channels),
+            share_online_status: Set(next.share_online_status),
+            share_typing: Set(next.share_typing),
+            share_read_receipts: Set(next.share_read_receipts),
+            updated_at: Set(Utc::now()),
+        })
+        .on_conflict(
+            OnConflict::column(prefs::Column::UserId)
+                .update_columns([
+                    prefs::Column::Channels,
+                    prefs::Column::ShareOnlineStatus,
+                    prefs::Column::ShareTyping,
+                    prefs::Column::ShareReadReceipts,
+                    prefs::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec(&self.db)
+        .await?;
+        let next = Arc::new(next);
+        self.cache.insert(user_id.to_owned(), next.clone());
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn partial_update_changes_only_sent_keys() {
+        let mut p = Preferences::default();
+        let update = json!({ "like": { "inApp": false }, "shareTyping": false });
+        p.apply(update.as_object().unwrap()).unwrap();
+        assert_eq!(
+            p.channels_for("like"),
+            Channels {
+                in_app: false,
+                push: true,
+                email: true
+            }
+        );
+        assert!(!p.share_typing);
+        assert!(p.share_read_receipts);
+        assert_eq!(
+            p.to_json()["comment"],
+            json!({ "inApp": true, "push": true, "email": true })
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let mut p = Preferences::default();
+        let err = p
+            .apply(json!({ "shareTyping": "no" }).as_object().unwrap())
+            .unwrap_err();
+        assert!(err.to_string().contains("preferences.shareTyping"));
+        assert!(
+            p.apply(json!({ "Bad-Type": {} }).as_object().unwrap())
+                .is_err()
+        );
+        assert!(
+            p.apply(json!({ "like": { "sms": true } }).as_object().unwrap())
+                .is_err()
+        );
+    }
+}

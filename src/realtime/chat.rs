@@ -1,0 +1,297 @@
+//! Socket.IO handlers of the chat events (contract §3). Each parses its payload, calls the chat
+//! service and emits through the shared emit table; every path answers the ack.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use validator::Validate;
+
+use super::ack::{Payload, parse, respond_for};
+use super::emit::Emitter;
+use super::{membership, rooms};
+use crate::auth::AuthUser;
+use crate::domain::chat::{HistoryQuery, MessageType, NewMessage, RoomChange};
+use crate::state::Core;
+
+/// Most messages one `chat:sync` returns; the default when no limit is given.
+const SYNC_MAX: u64 = 100;
+const SYNC_DEFAULT: u64 = 50;
+
+/// Registers the chat event handlers on a new socket.
+pub fn register<A: Adapter>(socket: &SocketRef<A>) {
+    socket.on("chat:join", on_join::<A>);
+    socket.on("chat:leave", on_leave::<A>);
+    socket.on("chat:message", on_message::<A>);
+    socket.on("chat:typing", on_typing::<A>);
+    socket.on("chat:read", on_read::<A>);
+    socket.on("chat:delivered", on_delivered::<A>);
+    socket.on("chat:sync", on_sync::<A>);
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(rename_all = "camelCase")]
+struct RoomRef {
+    #[validate(length(min = 1, max = 64))]
+    room_id: String,
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(rename_all = "camelCase")]
+struct SendPayload {
+    #[validate(length(min = 1, max = 64))]
+    room_id: String,
+    message: String,
+    #[serde(rename = "type")]
+    message_type: Option<MessageType>,
+    #[validate(length(min = 1, max = 64))]
+    reply_to_id: Option<String>,
+    #[validate(length(min = 1, max = 128))]
+    client_message_id: Option<String>,
+}
+
+impl From<SendPayload> for NewMessage {
+    fn from(p: SendPayload) -> Self {
+        Self {
+            room_id: p.room_id,
+            content: p.message,
+            message_type: p.message_type,
+            reply_to_id: p.reply_to_id,
+            client_message_id: p.client_message_id,
+        }
+    }
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(rename_all = "camelCase")]
+struct TypingPayload {
+    #[validate(length(min = 1, max = 64))]
+    room_id: String,
+    is_typing: bool,
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(rename_all = "camelCase")]
+struct WatermarkPayload {
+    #[validate(length(min = 1, max = 64))]
+    room_id: String,
+    #[validate(range(min = 0))]
+    up_to_seq: i64,
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(rename_all = "camelCase")]
+struct SyncPayload {
+    #[validate(length(min = 1, max = 64))]
+    room_id: String,
+    #[validate(range(min = 0))]
+    after_seq: i64,
+    #[validate(range(min = 1, max = 100))]
+    limit: Option<u64>,
+}
+
+async fn on_join<A: Adapter>(
+    socket: SocketRef<A>,
+    TryData(data): TryData<Value>,
+    ack: AckSender<A>,
+    Extension(user): Extension<AuthUser>,
+    State(core): State<Arc<Core>>,
+    io: SocketIo<A>,
+) {
+    respond_for("chat:join", &core, &user, ack, async {
+        let p: RoomRef = parse(data, Payload::Required)?;
+        let newly_added = core.chat.join_public(&user.id, &p.room_id).await?;
+        socket.join(rooms::chat(&p.room_id));
+        let room = core.chat.load_room(&p.room_id).await?;
+        if newly_added {
+            let emitter = Emitter::from_socket(&io, &socket, &core);
+            let added = [user.id.clone()];
+            membership::announce_added(
+                &emitter,
+                &core,
+                &room,
+                &added,
+                &user,
+                RoomChange::MemberAdded,
+            )
+            .await?;
+        }
+        Ok(json!({ "room": room.for_viewer(&user.id) }))
+    })
+    .await;
+}
+
+async fn on_leave<A: Adapter>(
+    socket: SocketRef<A>,
+    TryData(data): TryData<Value>,
+    ack: AckSender<A>,
+    Extension(user): Extension<AuthUser>,
+    State(core): State<Arc<Core>>,
+) {
+    respond_for("chat:leave", &core, &user, ack, async {
+        let p: RoomRef = parse(data, Payload::Required)?;
+        core.chat.access(&p.room_id).await?;
+        socket.leave(rooms::chat(&p.room_id));
+        Ok(json!({}))
+    })
+    .await;
+}
+
+async fn on_message<A: Adapter>(
+    socket: SocketRef<A>,
+    TryData(data): TryData<Value>,
+    ack: AckSender<A>,
+    Extension(user): Extension<AuthUser>,
+    State(core): State<Arc<Core>>,
+    io: SocketIo<A>,
+) {
+    respond_for("chat:message", &core, &user, ack, async {
+        let p: SendPayload = parse(data, Payload::Required)?;
+        let sent = core.chat.send_message(&user, p.into()).await?;
+        if !sent.duplicate {
+            Emitter::from_socket(&io, &socket, &core)
+                .new_message(&sent.message)
+                .await;
+        }
+        Ok(json!({ "message": sent.message }))
+    })
+    .await;
+}
+
+async fn on_typing<A: Adapter>(
+    TryData(data): TryData<Value>,
+    ack: AckSender<A>,
+    Extension(user): Extension<AuthUser>,
+    State(core): State<Arc<Core>>,
+    io: SocketIo<A>,
+) {
+    respond_for("chat:typing", &core, &user, ack, async {
+        let p: TypingPayload = parse(data, Payload::Required)?;
+        core.chat.require_member(&p.room_id, &user.id).await?;
+        if !core.preferences.get(&user.id).await?.share_typing {
+            return Ok(json!({}));
+        }
+        let emitter = Emitter::server(&io, &core);
+        if p.is_typing {
+            let outcome = core.typing.start(&user.id, &p.room_id, Instant::now());
+            if outcome.forward {
+                emitter.typing(&p.room_id, &user.id, true).await;
+            }
+            spawn_typing_timeout(
+                io.clone(),
+                core.clone(),
+                user.id.clone(),
+                p.room_id,
+                outcome.generation,
+            );
+        } else if core.typing.stop(&user.id, &p.room_id) {
+            emitter.typing(&p.room_id, &user.id, false).await;
+        }
+        Ok(json!({}))
+    })
+    .await;
+}
+
+/// Sends `isTyping: false` after the typing timeout unless a newer signal superseded this one.
+fn spawn_typing_timeout<A: Adapter>(
+    io: SocketIo<A>,
+    core: Arc<Core>,
+    user_id: String,
+    room_id: String,
+    generation: u64,
+) {
+    tokio::spawn(async move {
+        tokio::select! {
+            () = tokio::time::sleep(core.config.typing_timeout()) => {
+                if core.typing.expire(&user_id, &room_id, generation) {
+                    Emitter::server(&io, &core).typing(&room_id, &user_id, false).await;
+                }
+            }
+            () = core.shutdown.cancelled() => {}
+        }
+    });
+}
+
+/// Clears the typing state of a user whose last socket on this node went away.
+pub async fn clear_typing<A: Adapter>(io: &SocketIo<A>, core: &Core, user_id: &str) {
+    let emitter = Emitter::server(io, core);
+    for room_id in core.typing.stop_all(user_id) {
+        emitter.typing(&room_id, user_id, false).await;
+    }
+}
+
+async fn on_read<A: Adapter>(
+    socket: SocketRef<A>,
+    TryData(data): TryData<Value>,
+    ack: AckSender<A>,
+    Extension(user): Extension<AuthUser>,
+    State(core): State<Arc<Core>>,
+    io: SocketIo<A>,
+) {
+    respond_for("chat:read", &core, &user, ack, async {
+        let p: WatermarkPayload = parse(data, Payload::Required)?;
+        let mark = core
+            .chat
+            .mark_read(&user.id, &p.room_id, p.up_to_seq)
+            .await?;
+        if mark.moved {
+            let shared = core.preferences.get(&user.id).await?.share_read_receipts;
+            Emitter::from_socket(&io, &socket, &core)
+                .messages_read(&p.room_id, &user.id, &mark, shared)
+                .await;
+        }
+        Ok(json!({ "unreadCount": mark.unread_count }))
+    })
+    .await;
+}
+
+async fn on_delivered<A: Adapter>(
+    socket: SocketRef<A>,
+    TryData(data): TryData<Value>,
+    ack: AckSender<A>,
+    Extension(user): Extension<AuthUser>,
+    State(core): State<Arc<Core>>,
+    io: SocketIo<A>,
+) {
+    respond_for("chat:delivered", &core, &user, ack, async {
+        let p: WatermarkPayload = parse(data, Payload::Required)?;
+        let mark = core
+            .chat
+            .mark_delivered(&user.id, &p.room_id, p.up_to_seq)
+            .await?;
+        if mark.moved {
+            Emitter::from_socket(&io, &socket, &core)
+                .messages_delivered(&p.room_id, &user.id, &mark)
+                .await;
+        }
+        Ok(json!({}))
+    })
+    .await;
+}
+
+async fn on_sync<A: Adapter>(
+    TryData(data): TryData<Value>,
+    ack: AckSender<A>,
+    Extension(user): Extension<AuthUser>,
+    State(core): State<Arc<Core>>,
+) {
+    respond_for("chat:sync", &core, &user, ack, async {
+        let p: SyncPayload = parse(data, Payload::Required)?;
+        let limit = p.limit.unwrap_or(SYNC_DEFAULT).min(SYNC_MAX);
+        let page = core
+            .chat
+            .history(
+                &user.id,
+                &p.room_id,
+                HistoryQuery::AfterSeq(p.after_seq),
+                limit,
+            )
+            .await?;
+        Ok(json!({ "messages": page.messages, "hasMore": page.has_more }))
+    })
+    .await;
+}

@@ -1,0 +1,228 @@
+//! Presence over Socket.IO: the `presence:*` events, the lifecycle hooks the connection
+//! handlers call, and the task that announces queued presence changes.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use tokio::sync::mpsc::UnboundedReceiver;
+use validator::Validate;
+
+use super::ack::{Payload, parse, respond_for};
+use super::emit::Emitter;
+use super::rooms;
+use crate::auth::AuthUser;
+use crate::domain::presence::{PresenceEvent, Status, StatusChange};
+use crate::error::{AppError, AppResult};
+use crate::state::Core;
+
+/// Largest accepted `metadata`, serialized.
+const MAX_METADATA_BYTES: usize = 1024;
+
+pub fn register<A: Adapter>(socket: &SocketRef<A>) {
+    socket.on("presence:activity", on_activity::<A>);
+    socket.on("presence:status", on_status::<A>);
+}
+
+/// `presence:activity` / `PUT /presence/activity`.
+#[derive(Deserialize, Validate)]
+pub struct ActivityPayload {
+    #[validate(length(min = 1, max = 64))]
+    pub activity: String,
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// Stores the activity and queues its announcement; shared by both transports.
+pub async fn set_activity(core: &Core, user_id: &str, payload: ActivityPayload) -> AppResult<()> {
+    let metadata = payload.metadata.map(Value::Object).unwrap_or(Value::Null);
+    if metadata.to_string().len() > MAX_METADATA_BYTES {
+        return Err(AppError::field(
+            "metadata",
+            format!("must be at most {MAX_METADATA_BYTES} bytes"),
+        ));
+    }
+    core.presence
+        .store
+        .set_activity(user_id, &payload.activity, metadata.clone(), Utc::now())
+        .await?;
+    queue(
+        core,
+        PresenceEvent::Activity {
+            user_id: user_id.to_owned(),
+            activity: payload.activity,
+            metadata,
+        },
+    );
+    Ok(())
+}
+
+async fn on_activity<A: Adapter>(
+    TryData(data): TryData<Value>,
+    ack: AckSender<A>,
+    Extension(user): Extension<AuthUser>,
+    State(core): State<Arc<Core>>,
+) {
+    respond_for("presence:activity", &core, &user, ack, async {
+        let payload: ActivityPayload = parse(data, Payload::Required)?;
+        set_activity(&core, &user.id, payload).await?;
+        Ok(json!({}))
+    })
+    .await;
+}
+
+#[derive(Deserialize, Validate)]
+struct StatusPayload {
+    status: ChosenStatus,
+}
+
+/// The statuses a user may choose (`offline` is not a choice: it follows from disconnecting).
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ChosenStatus {
+    Online,
+    Away,
+    Busy,
+}
+
+async fn on_status<A: Adapter>(
+    TryData(data): TryData<Value>,
+    ack: AckSender<A>,
+    Extension(user): Extension<AuthUser>,
+    State(core): State<Arc<Core>>,
+) {
+    respond_for("presence:status", &core, &user, ack, async {
+        let payload: StatusPayload = parse(data, Payload::Required)?;
+        let status = match payload.status {
+            ChosenStatus::Online => Status::Online,
+            ChosenStatus::Away => Status::Away,
+            ChosenStatus::Busy => Status::Busy,
+        };
+        let now = Utc::now();
+        if let Some(status) = core
+            .presence
+            .store
+            .set_status(&user.id, status, now)
+            .await?
+        {
+            queue_status(&core, &user.id, status);
+        }
+        Ok(json!({}))
+    })
+    .await;
+}
+
+fn queue(core: &Core, event: PresenceEvent) {
+    // Only fails when the announcer has stopped, i.e. during shutdown.
+    let _ = core.presence_events.send(event);
+}
+
+/// Queues a status change of `user_id` for announcement.
+pub fn queue_status(core: &Core, user_id: &str, status: Status) {
+    queue(
+        core,
+        PresenceEvent::Status(StatusChange {
+            user_id: user_id.to_owned(),
+            status,
+            last_seen: Utc::now(),
+        }),
+    );
+}
+
+/// A socket of `user_id` finished connecting.
+pub async fn socket_ready(core: &Core, user_id: &str) {
+    match core.presence.store.came_online(user_id, Utc::now()).await {
+        Ok(Some(status)) => queue_status(core, user_id, status),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(user = user_id, error = ?e, "presence update failed"),
+    }
+}
+
+/// The user's last socket went away: after the grace period, if none came back, they are
+/// offline. A reload within the grace period changes nothing anyone sees.
+pub fn last_socket_gone(core: Arc<Core>, user_id: String) {
+    tokio::spawn(async move {
+        tokio::select! {
+            () = tokio::time::sleep(core.config.presence_grace()) => {}
+            () = core.shutdown.cancelled() => return,
+        }
+        match core.presence.store.went_offline(&user_id).await {
+            Ok(true) => {
+                let now = Utc::now();
+                if let Err(e) = core.presence.record_last_seen(&user_id, now).await {
+                    tracing::warn!(user = %user_id, error = %e, "storing lastSeen failed");
+                }
+                queue(
+                    &core,
+                    PresenceEvent::Status(StatusChange {
+                        user_id,
+                        status: Status::Offline,
+                        last_seen: now,
+                    }),
+                );
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(user = %user_id, error = ?e, "presence update failed"),
+        }
+    });
+}
+
+/// Announces queued presence changes to each user's audience, in order, until shutdown.
+pub async fn announce<A: Adapter>(
+    io: SocketIo<A>,
+    core: Arc<Core>,
+    mut events: UnboundedReceiver<PresenceEvent>,
+) {
+    tracing::debug!("presence announcer started");
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => match event { Some(e) => e, None => break },
+            () = core.shutdown.cancelled() => break,
+        };
+        let user_id = match &event {
+            PresenceEvent::Status(change) => change.user_id.clone(),
+            PresenceEvent::Activity { user_id, .. } => user_id.clone(),
+        };
+        let audience = match core.presence.audience(&core.preferences, &user_id).await {
+            Ok(a) if a.is_empty() => continue,
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(user = %user_id, error = %e, "presence audience failed");
+                continue;
+            }
+        };
+        let emitter = Emitter::server(&io, &core);
+        let targets: Vec<String> = audience.iter().map(|u| rooms::user(u)).collect();
+        match event {
+            PresenceEvent::Status(change) => {
+                let payload = json!({
+                    "userId": change.user_id,
+                    "status": change.status,
+                    "lastSeen": crate::time::rfc3339(&change.last_seen),
+                });
+                emitter
+                    .send(emitter.to_all(targets), "presence:update", &payload)
+                    .await;
+            }
+            PresenceEvent::Activity {
+                user_id,
+                activity,
+                metadata,
+            } => {
+                let payload =
+                    json!({ "userId": user_id, "activity": activity, "metadata": metadata });
+                emitter
+                    .send(
+                        emitter.to_all(targets),
+                        "presence:friend_activity",
+                        &payload,
+                    )
+                    .await;
+            }
+        }
+    }
+    tracing::debug!("presence announcer stopped");
+}

@@ -1,0 +1,102 @@
+//! `/health`, `/metrics` and the 404 fallback.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::common::{Backend, spawn_app};
+
+async fn health_lists_every_service(backend: Backend) {
+    let app = spawn_app(backend).await;
+    assert_ne!(
+        app.port, 0,
+        "the app reports the port it bound, not the 0 it was given"
+    );
+
+    let response = app.get("/health").await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.expect("health body is JSON");
+    assert_eq!(body["status"], "ok", "{body}");
+    assert_eq!(body["services"]["database"], "ok", "{body}");
+    assert_eq!(body["services"]["redis"], "disabled", "{body}");
+    assert_eq!(body["connections"].as_u64(), Some(0), "{body}");
+    let timestamp = body["timestamp"].as_str().expect("timestamp is a string");
+    let parsed = chrono::DateTime::parse_from_rfc3339(timestamp).expect("timestamp is RFC 3339");
+    assert_eq!(
+        parsed.offset().local_minus_utc(),
+        0,
+        "timestamp is UTC: {timestamp}"
+    );
+}
+
+async fn health_is_503_when_the_database_is_down(backend: Backend) {
+    let app = spawn_app(backend).await;
+    // Closing a clone closes the pool the server shares.
+    app.core.db.clone().close().await.expect("closing the pool");
+
+    let response = app.get("/health").await;
+
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = response.json().await.expect("health body is JSON");
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["services"]["database"], "down", "{body}");
+    assert_eq!(body["services"]["redis"], "disabled", "{body}");
+}
+
+backend_tests!(
+    health_lists_every_service,
+    health_is_503_when_the_database_is_down
+);
+
+#[tokio::test]
+async fn metrics_are_prometheus_text() {
+    let app = spawn_app(Backend::Sqlite).await;
+    // The recorder renders nothing until something was recorded; a request is.
+    app.get("/health").await;
+
+    let response = app.get("/metrics").await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()[reqwest::header::CONTENT_TYPE]
+        .to_str()
+        .expect("content type is text")
+        .to_owned();
+    assert!(
+        content_type.starts_with("text/plain"),
+        "content type {content_type}"
+    );
+    let body = response.text().await.expect("metrics body");
+    assert!(body.contains("# TYPE"), "no `# TYPE` line in:\n{body}");
+    assert!(
+        body.contains("switchboard_http_requests_total"),
+        "the /health request was not counted:\n{body}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404_in_the_error_shape() {
+    let app = spawn_app(Backend::Sqlite).await;
+
+    for path in ["/nope", "/api/v1/realtime/nope", "/api/v1/nope/deeper"] {
+        let response = app.get(path).await;
+
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "GET {path}");
+        let body: Value = response.json().await.expect("404 body is JSON");
+        assert_eq!(body["error"]["code"], "NOT_FOUND", "GET {path}: {body}");
+        assert!(
+            body["error"]["message"].is_string(),
+            "GET {path}: no message in {body}"
+        );
+    }
+
+    let response = app
+        .client
+        .post(app.url("/nope"))
+        .json(&serde_json::json!({ "a": 1 }))
+        .send()
+        .await
+        .expect("POST /nope");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND, "POST /nope");
+    let body: Value = response.json().await.expect("404 body is JSON");
+    assert_eq!(body["error"]["code"], "NOT_FOUND", "POST /nope: {body}");
+}

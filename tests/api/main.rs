@@ -1,0 +1,12 @@
+//! Integration tests: the real server on port 0 over HTTP, on SQLite and PostgreSQL, plus the
+//! pieces (token verification, configuration checks) that guard every transport.
+
+#[macro_use]
+#[path = "../common/mod.rs"]
+mod common;
+
+mod auth;
+mod config;
+mod health;
+mod migrations;
+mod rest_auth;

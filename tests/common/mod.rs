@@ -1,0 +1,239 @@
+//! Test harness: runs the real server on port 0 against a fresh database per test, SQLite or
+//! PostgreSQL, and builds configurations without reading the environment.
+
+mod postgres;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, FromArgMatches};
+use switchboard::config::{Config, LogFormat};
+use switchboard::startup::Application;
+use switchboard::state::Core;
+use tokio_util::sync::CancellationToken;
+
+/// The HS256 secret every spawned app verifies user tokens with.
+pub const TEST_JWT_SECRET: &str = "switchboard-test-secret-0123456789abcdef";
+
+/// Where a spawned app keeps its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A fresh SQLite file in a scratch directory, removed when the test ends.
+    Sqlite,
+    /// A fresh database inside one throwaway PostgreSQL cluster shared by the test process (or
+    /// inside the server `DATABASE_URL` points at, when it is a `postgres` URL).
+    Postgres,
+}
+
+/// Whether PostgreSQL-backed tests should be skipped (`SKIP_POSTGRES_TESTS=1`).
+pub fn skip_postgres() -> bool {
+    let skip = std::env::var("SKIP_POSTGRES_TESTS").is_ok_and(|v| v == "1" || v == "true");
+    if skip {
+        eprintln!("SKIP_POSTGRES_TESTS is set: skipping a PostgreSQL test");
+    }
+    skip
+}
+
+/// Writes a test once and runs it on each backend: `backend_tests!(name, …)` expects
+/// `async fn name(backend: Backend)` in scope and adds `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if $crate::common::skip_postgres() {
+                        return;
+                    }
+                    super::$name($crate::common::Backend::Postgres).await;
+                }
+            )+
+        }
+    };
+}
+
+/// A running server, stopped when dropped.
+pub struct TestApp {
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub address: String,
+    pub port: u16,
+    pub client: reqwest::Client,
+    /// The server's shared state: its database pool, JWT keys and configuration.
+    pub core: Arc<Core>,
+    shutdown: CancellationToken,
+    /// Holds the SQLite file; removed on drop.
+    _scratch: Option<ScratchDir>,
+}
+
+impl TestApp {
+    /// A one-hour token for `user_id`, signed with [`TEST_JWT_SECRET`].
+    pub fn token(&self, user_id: &str) -> String {
+        self.token_named(user_id, None)
+    }
+
+    /// A one-hour token for `user_id` with a display name.
+    pub fn token_named(&self, user_id: &str, name: Option<&str>) -> String {
+        self.core
+            .jwt
+            .sign(user_id, name, Duration::from_secs(3600))
+            .expect("signing a test token")
+    }
+
+    /// The absolute URL of `path` (which starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// `GET path`, failing the test when the request cannot be sent.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Starts the server on a free port with a fresh database and the test JWT secret.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, &[]).await
+}
+
+/// Like [`spawn_app`], with extra `switchboard serve` flags (e.g. `["--rate-limit-per-minute",
+/// "3"]`); a flag given here replaces the harness's own value for it.
+pub async fn spawn_app_with(backend: Backend, extra_args: &[&str]) -> TestApp {
+    init_logging();
+    let (database_url, scratch) = match backend {
+        Backend::Sqlite => {
+            let scratch = ScratchDir::new("sqlite");
+            let url = format!(
+                "sqlite://{}?mode=rwc",
+                scratch.path().join("switchboard.db").display()
+            );
+            (url, Some(scratch))
+        }
+        Backend::Postgres => (postgres::fresh_database().await, None),
+    };
+    let mut args = vec![
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--database-url",
+        database_url.as_str(),
+        "--jwt-secret",
+        TEST_JWT_SECRET,
+        // Nothing waits for a graceful stop: the test's runtime ends with the test.
+        "--shutdown-timeout-ms",
+        "1000",
+    ];
+    args.extend_from_slice(extra_args);
+    let config = test_config(&args);
+
+    let app = Application::build(config)
+        .await
+        .unwrap_or_else(|e| panic!("building the app on {backend:?}: {e:#}"));
+    let port = app.port();
+    let core = app.core();
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone().cancelled_owned();
+    tokio::spawn(async move {
+        if let Err(e) = app.run_until(signal).await {
+            eprintln!("test server stopped with an error: {e:#}");
+        }
+    });
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("building the HTTP client"),
+        core,
+        shutdown,
+        _scratch: scratch,
+    }
+}
+
+/// Seconds since the Unix epoch, for hand-made token claims.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// An HS256 token over arbitrary `claims`, for tokens [`TestApp::token`] would never make
+/// (expired, no `exp`, another secret…).
+pub fn hs256_token(claims: &serde_json::Value, secret: &[u8]) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .expect("encoding a test token")
+}
+
+/// A [`Config`] from `switchboard serve` flags alone: unlike the binary, it ignores environment
+/// variables, so a developer's `DATABASE_URL` or `JWT_ISSUER` cannot leak into a test.
+/// Panics on flags clap refuses.
+pub fn test_config(args: &[&str]) -> Config {
+    let command = Config::augment_args(clap::Command::new("switchboard-test"))
+        .mut_args(|arg| arg.env(None))
+        .args_override_self(true);
+    let argv =
+        std::iter::once(OsString::from("switchboard-test")).chain(args.iter().map(OsString::from));
+    let matches = command
+        .try_get_matches_from(argv)
+        .unwrap_or_else(|e| panic!("test config flags {args:?}: {e}"));
+    Config::from_arg_matches(&matches).unwrap_or_else(|e| panic!("test config {args:?}: {e}"))
+}
+
+/// Server logs stay quiet unless `TEST_LOG` is set (then `RUST_LOG` filters them as usual).
+fn init_logging() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        switchboard::telemetry::init(LogFormat::Pretty);
+    }
+}
+
+/// A uniquely named directory under the system temp dir, removed on drop.
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    pub fn new(purpose: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "switchboard-test-{purpose}-{}",
+            uuid::Uuid::now_v7().simple()
+        ));
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        Self(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
