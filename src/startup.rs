@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use socketioxide::adapter::{Adapter, LocalAdapter};
@@ -13,14 +14,18 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{JwtKeys, authenticate_socket};
+use crate::cluster::invalidation::RedisCacheBus;
+use crate::cluster::presence::RedisPresence;
+use crate::cluster::rate_limit::RedisRateLimiter;
 use crate::cluster::{self, ClusterAdapter};
 use crate::config::{Config, DEV_JWT_SECRET, Environment, JwtAlgorithm};
+use crate::domain::cache::{CacheBus, LocalOnly};
 use crate::domain::chat::{ChatLimits, ChatService};
 use crate::domain::feed::FeedService;
 use crate::domain::notifications::NotificationService;
 use crate::domain::preferences::PreferenceService;
-use crate::domain::presence::{MemoryPresence, PresenceService};
-use crate::domain::rate_limit::MemoryRateLimiter;
+use crate::domain::presence::{MemoryPresence, PresenceService, PresenceStore};
+use crate::domain::rate_limit::{MemoryRateLimiter, RateLimiter};
 use crate::domain::typing::TypingTracker;
 use crate::metrics::Metrics;
 use crate::realtime::{self, NAMESPACE};
@@ -60,18 +65,49 @@ impl Application {
             Some(url) => Some(cluster::connect(url, &config.redis_key_prefix).await?),
             None => None,
         };
-        let rate_limiter = Arc::new(MemoryRateLimiter::new(config.rate_limit_per_minute));
+        let node_id = uuid::Uuid::now_v7().to_string();
+        let (presence_store, rate_limiter, bus): (
+            Arc<dyn PresenceStore>,
+            Arc<dyn RateLimiter>,
+            Arc<dyn CacheBus>,
+        ) = match &redis {
+            None => (
+                Arc::new(MemoryPresence::default()),
+                Arc::new(MemoryRateLimiter::new(config.rate_limit_per_minute)),
+                Arc::new(LocalOnly),
+            ),
+            Some(r) => {
+                let prefix = &config.redis_key_prefix;
+                tracing::info!(node = %node_id, "joining the cluster");
+                (
+                    Arc::new(RedisPresence::new(
+                        r.client.clone(),
+                        prefix,
+                        node_id.clone(),
+                        Duration::from_millis(config.node_ttl_ms),
+                        config.idle_timeout(),
+                    )),
+                    Arc::new(RedisRateLimiter::new(
+                        r.client.clone(),
+                        prefix,
+                        config.rate_limit_per_minute,
+                    )),
+                    Arc::new(RedisCacheBus::new(r.client.clone(), prefix)),
+                )
+            }
+        };
         let limits = ChatLimits {
             max_message_length: config.max_message_length,
         };
         let (presence_tx, presence_rx) = tokio::sync::mpsc::unbounded_channel();
         let core = Arc::new(Core {
-            chat: ChatService::new(db.clone(), limits, rate_limiter),
-            preferences: PreferenceService::new(db.clone()),
+            chat: ChatService::new(db.clone(), limits, rate_limiter, bus.clone()),
+            preferences: PreferenceService::new(db.clone(), bus),
             notifications: NotificationService::new(db.clone()),
             feed: FeedService::new(db.clone()),
             typing: TypingTracker::new(config.typing_throttle()),
-            presence: PresenceService::new(Arc::new(MemoryPresence::default()), db.clone()),
+            local_sockets: Default::default(),
+            presence: PresenceService::new(presence_store, db.clone()),
             presence_events: presence_tx,
             db,
             jwt,
@@ -93,6 +129,10 @@ impl Application {
                 (app_router(&core, io.clone(), layer)?, closer(io))
             }
             Some(redis) => {
+                tokio::spawn(cluster::invalidation::listen(
+                    redis.invalidations,
+                    core.clone(),
+                ));
                 let (layer, io) = builder
                     .with_adapter::<ClusterAdapter>(redis.adapter)
                     .build_layer();
@@ -102,7 +142,8 @@ impl Application {
                         .with(authenticate_socket::<ClusterAdapter>),
                 )
                 .await
-                .context("initialising the Redis adapter")?;
+                // The driver error's Display is often empty; its Debug says what went wrong.
+                .map_err(|e| anyhow::anyhow!("initialising the Redis adapter: {e:?}"))?;
                 crate::tasks::spawn_all(io.clone(), core.clone(), presence_rx);
                 (app_router(&core, io.clone(), layer)?, closer(io))
             }
@@ -144,12 +185,17 @@ impl Application {
         let shutdown = core.shutdown.clone();
         let on_signal = {
             let shutdown = shutdown.clone();
+            let core = core.clone();
             async move {
                 signal.await;
                 tracing::info!("shutting down");
                 // Sockets first: their transports are long-lived requests that would otherwise
                 // keep the HTTP server from finishing.
                 closer().await;
+                let offline_at = chrono::Utc::now() + crate::realtime::grace(&core);
+                if let Err(e) = core.presence.store.leave(offline_at).await {
+                    tracing::warn!(error = ?e, "leaving the cluster's presence failed");
+                }
                 shutdown.cancel();
             }
         };

@@ -19,7 +19,12 @@ pub fn spawn_all<A: Adapter>(
     core: Arc<Core>,
     presence_events: UnboundedReceiver<PresenceEvent>,
 ) {
-    tokio::spawn(presence::announce(io, core.clone(), presence_events));
+    tokio::spawn(presence::announce(
+        io.clone(),
+        core.clone(),
+        presence_events,
+    ));
+    tokio::spawn(presence_reaper(io, core.clone()));
     tokio::spawn(idle_sweeper(core.clone()));
     tokio::spawn(notification_purger(core));
 }
@@ -28,6 +33,47 @@ pub fn spawn_all<A: Adapter>(
 /// `away` arrives close to the timeout whatever it is set to.
 fn sweep_interval(idle_timeout: Duration) -> Duration {
     (idle_timeout / 5).clamp(Duration::from_millis(20), Duration::from_secs(1))
+}
+
+/// How often grace periods are checked: a fifth of the grace period, between 20 ms and 500 ms.
+fn reap_interval(grace: Duration) -> Duration {
+    (grace / 5).clamp(Duration::from_millis(20), Duration::from_millis(500))
+}
+
+/// Ends grace periods (users whose last socket went away turn offline), and keeps this node's
+/// cluster membership alive: a heartbeat every third of `NODE_TTL_MS`, cleaning up after nodes
+/// whose heartbeat expired.
+async fn presence_reaper<A: Adapter>(io: SocketIo<A>, core: Arc<Core>) {
+    let grace = core.config.presence_grace();
+    let maintain_every = Duration::from_millis((core.config.node_ttl_ms / 3).max(50));
+    let mut tick = tokio::time::interval(reap_interval(grace));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_maintained: Option<tokio::time::Instant> = None;
+    tracing::info!(task = "presence_reaper", ?grace, "started");
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = core.shutdown.cancelled() => break,
+        }
+        let now = Utc::now();
+        if last_maintained.is_none_or(|at| at.elapsed() >= maintain_every) {
+            last_maintained = Some(tokio::time::Instant::now());
+            let offline_at = now + crate::realtime::grace(&core);
+            match core.presence.store.maintain(now, offline_at).await {
+                Ok(true) => presence::reregister_local(&io, &core).await,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(task = "presence_reaper", error = ?e, "cluster upkeep failed")
+                }
+            }
+        }
+        match core.presence.store.take_due_offline(now).await {
+            Ok(users) if users.is_empty() => {}
+            Ok(users) => presence::went_offline(&core, users).await,
+            Err(e) => tracing::warn!(task = "presence_reaper", error = ?e, "grace check failed"),
+        }
+    }
+    tracing::info!(task = "presence_reaper", "stopped");
 }
 
 /// Turns users with no client events for `IDLE_TIMEOUT_MS` away.

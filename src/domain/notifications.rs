@@ -6,7 +6,7 @@ use entity::{notification, user};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -139,21 +139,15 @@ impl NotificationService {
             None => None,
         };
         let mut created = Vec::new();
+        if input.dedup_key.is_some() {
+            // The dedup check locks the user's row, which must exist.
+            crate::domain::chat::rooms::ensure_users(
+                &self.db,
+                input.user_ids.iter().map(String::as_str),
+            )
+            .await?;
+        }
         for user_id in &input.user_ids {
-            if let Some(key) = &input.dedup_key {
-                let seen = notification::Entity::find()
-                    .filter(notification::Column::UserId.eq(user_id.as_str()))
-                    .filter(notification::Column::DedupKey.eq(key.as_str()))
-                    .filter(
-                        notification::Column::CreatedAt
-                            .gt(now - Duration::hours(DEDUP_WINDOW_HOURS)),
-                    )
-                    .count(&self.db)
-                    .await?;
-                if seen > 0 {
-                    continue;
-                }
-            }
             let row = notification::ActiveModel {
                 id: Set(crate::domain::chat::new_id()),
                 user_id: Set(user_id.clone()),
@@ -169,9 +163,17 @@ impl NotificationService {
                 expires_at: Set(input.expires_at),
                 dedup_key: Set(input.dedup_key.clone()),
             };
-            let stored = notification::Entity::insert(row)
-                .exec_with_returning(&self.db)
-                .await?;
+            let stored = match &input.dedup_key {
+                None => {
+                    notification::Entity::insert(row)
+                        .exec_with_returning(&self.db)
+                        .await?
+                }
+                Some(key) => match insert_unless_recent(&self.db, user_id, key, now, row).await? {
+                    Some(stored) => stored,
+                    None => continue,
+                },
+            };
             let deliver = prefs
                 .get(user_id)
                 .await?
@@ -245,6 +247,52 @@ impl NotificationService {
             .await?;
         Ok(result.rows_affected)
     }
+}
+
+/// Inserts `row` unless the user got a notification with `key` in the last 24 h. Concurrent
+/// creators for one user queue on a lock of the user's row (PostgreSQL) or the database write
+/// lock (SQLite), so exactly one of them inserts.
+async fn insert_unless_recent(
+    db: &DatabaseConnection,
+    user_id: &str,
+    key: &str,
+    now: DateTime<Utc>,
+    row: notification::ActiveModel,
+) -> AppResult<Option<notification::Model>> {
+    let (user_id, key) = (user_id.to_owned(), key.to_owned());
+    let stored = db
+        .transaction::<_, Option<notification::Model>, sea_orm::DbErr>(|tx| {
+            Box::pin(async move {
+                user::Entity::update_many()
+                    .col_expr(user::Column::UpdatedAt, Expr::col(user::Column::UpdatedAt))
+                    .filter(user::Column::Id.eq(user_id.as_str()))
+                    .exec(tx)
+                    .await?;
+                let seen = notification::Entity::find()
+                    .filter(notification::Column::UserId.eq(user_id.as_str()))
+                    .filter(notification::Column::DedupKey.eq(key.as_str()))
+                    .filter(
+                        notification::Column::CreatedAt
+                            .gt(now - Duration::hours(DEDUP_WINDOW_HOURS)),
+                    )
+                    .count(tx)
+                    .await?;
+                if seen > 0 {
+                    return Ok(None);
+                }
+                Ok(Some(
+                    notification::Entity::insert(row)
+                        .exec_with_returning(tx)
+                        .await?,
+                ))
+            })
+        })
+        .await
+        .map_err(|e| match e {
+            sea_orm::TransactionError::Connection(e)
+            | sea_orm::TransactionError::Transaction(e) => e,
+        })?;
+    Ok(stored)
 }
 
 /// Unread, unexpired notifications of a user.

@@ -13,6 +13,7 @@ use sea_orm::{DatabaseConnection, EntityTrait, Set};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::domain::cache::{CacheBus, Generation, Invalidation};
 use crate::error::{AppError, AppResult};
 
 /// Notification types the contract names; others matching the type pattern are accepted too.
@@ -147,14 +148,30 @@ impl Preferences {
 pub struct PreferenceService {
     db: DatabaseConnection,
     cache: DashMap<String, Arc<Preferences>>,
+    generation: Generation,
+    bus: Arc<dyn CacheBus>,
 }
 
 impl PreferenceService {
-    pub fn new(db: DatabaseConnection) -> Self {
+    pub fn new(db: DatabaseConnection, bus: Arc<dyn CacheBus>) -> Self {
         Self {
             db,
             cache: DashMap::new(),
+            generation: Generation::default(),
+            bus,
         }
+    }
+
+    /// Forgets every cached preference on this node.
+    pub fn forget_all_local(&self) {
+        self.generation.bump();
+        self.cache.clear();
+    }
+
+    /// Forgets a user's cached preferences on this node (another node changed them).
+    pub fn forget_local(&self, user_id: &str) {
+        self.generation.bump();
+        self.cache.remove(user_id);
     }
 
     /// The user's preferences, defaults when none were saved.
@@ -162,6 +179,7 @@ impl PreferenceService {
         if let Some(found) = self.cache.get(user_id) {
             return Ok(found.clone());
         }
+        let generation = self.generation.current();
         let loaded = match prefs::Entity::find_by_id(user_id).one(&self.db).await? {
             None => Preferences::default(),
             Some(row) => Preferences {
@@ -172,7 +190,9 @@ impl PreferenceService {
             },
         };
         let loaded = Arc::new(loaded);
-        self.cache.insert(user_id.to_owned(), loaded.clone());
+        if self.generation.current() == generation {
+            self.cache.insert(user_id.to_owned(), loaded.clone());
+        }
         Ok(loaded)
     }
 
@@ -207,7 +227,10 @@ impl PreferenceService {
         .exec(&self.db)
         .await?;
         let next = Arc::new(next);
+        self.generation.bump();
         self.cache.insert(user_id.to_owned(), next.clone());
+        self.bus
+            .publish(Invalidation::Preferences(user_id.to_owned()));
         Ok(next)
     }
 }

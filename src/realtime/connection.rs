@@ -25,6 +25,7 @@ pub async fn on_connect<A: Adapter>(
     State(core): State<Arc<Core>>,
 ) {
     core.metrics.socket_connected();
+    core.local_sockets.add(&user.id);
     socket.on_disconnect(on_disconnect::<A>);
     register_handlers(&socket);
 
@@ -96,17 +97,22 @@ async fn on_disconnect<A: Adapter>(
         return;
     };
     tracing::debug!(sid = %socket.id, user = %user.id, %reason, "socket disconnected");
-    match core
+    if core.local_sockets.remove(&user.id) == 0 {
+        // Typing state lives on the node whose socket sent it.
+        super::chat::clear_typing(&io, &core, &user.id).await;
+    }
+    let offline_at = chrono::Utc::now() + grace(&core);
+    if let Err(e) = core
         .presence
         .store
-        .release_connection(&user.id, &socket.id.to_string())
+        .release_connection(&user.id, &socket.id.to_string(), offline_at)
         .await
     {
-        Ok(0) => {
-            super::chat::clear_typing(&io, &core, &user.id).await;
-            super::presence::last_socket_gone(core.clone(), user.id.clone());
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(user = %user.id, error = ?e, "releasing connection slot failed"),
+        tracing::warn!(user = %user.id, error = ?e, "releasing connection slot failed");
     }
+}
+
+/// The presence grace period as a chrono duration.
+pub fn grace(core: &Core) -> chrono::Duration {
+    chrono::Duration::from_std(core.config.presence_grace()).unwrap_or(chrono::Duration::seconds(5))
 }

@@ -73,9 +73,16 @@ impl<'a, A: Adapter> Emitter<'a, A> {
         payload: &impl Serialize,
     ) {
         let Some(ops) = ops else { return };
-        match ops.emit(event, payload).await {
+        match ops.clone().emit(event, payload).await {
             Ok(()) => self.core.metrics.event_out(event),
-            Err(e) => tracing::warn!(event, error = %e, "broadcast failed"),
+            Err(e) => {
+                // The adapter could not reach the other nodes (Redis down): still deliver to
+                // this node's sockets, which the adapter skips when publishing fails.
+                tracing::warn!(event, error = %e, "cluster broadcast failed; delivering locally");
+                if ops.local().emit(event, payload).await.is_ok() {
+                    self.core.metrics.event_out(event);
+                }
+            }
         }
     }
 
@@ -176,8 +183,10 @@ impl<'a, A: Adapter> Emitter<'a, A> {
         }
         let Some(ns) = self.namespace() else { return };
         let targets: Vec<String> = user_ids.iter().map(|u| rooms::user(u)).collect();
-        if let Err(e) = ns.to(targets).join(rooms::chat(room_id)).await {
-            tracing::warn!(room = room_id, error = ?e, "joining members' sockets failed");
+        let ops = ns.to(targets);
+        if let Err(e) = ops.clone().join(rooms::chat(room_id)).await {
+            tracing::warn!(room = room_id, error = ?e, "joining members' sockets failed; joining local ones");
+            let _ = ops.local().join(rooms::chat(room_id)).await;
         }
     }
 
@@ -188,8 +197,10 @@ impl<'a, A: Adapter> Emitter<'a, A> {
         }
         let Some(ns) = self.namespace() else { return };
         let targets: Vec<String> = user_ids.iter().map(|u| rooms::user(u)).collect();
-        if let Err(e) = ns.to(targets).leave(rooms::chat(room_id)).await {
-            tracing::warn!(room = room_id, error = ?e, "removing members' sockets failed");
+        let ops = ns.to(targets);
+        if let Err(e) = ops.clone().leave(rooms::chat(room_id)).await {
+            tracing::warn!(room = room_id, error = ?e, "removing members' sockets failed; removing local ones");
+            let _ = ops.local().leave(rooms::chat(room_id)).await;
         }
     }
 

@@ -12,5 +12,5 @@ mod notifications;
 pub mod presence;
 pub mod rooms;
 
-pub use connection::{NAMESPACE, on_connect};
+pub use connection::{NAMESPACE, grace, on_connect};
 pub use membership::{announce_added, announce_removed};

@@ -141,33 +141,52 @@ pub async fn socket_ready(core: &Core, user_id: &str) {
     }
 }
 
-/// The user's last socket went away: after the grace period, if none came back, they are
-/// offline. A reload within the grace period changes nothing anyone sees.
-pub fn last_socket_gone(core: Arc<Core>, user_id: String) {
-    tokio::spawn(async move {
-        tokio::select! {
-            () = tokio::time::sleep(core.config.presence_grace()) => {}
-            () = core.shutdown.cancelled() => return,
+/// Users whose grace period ended: store their `lastSeen` and announce them offline.
+pub async fn went_offline(core: &Core, users: Vec<String>) {
+    let now = Utc::now();
+    for user_id in users {
+        if let Err(e) = core.presence.record_last_seen(&user_id, now).await {
+            tracing::warn!(user = %user_id, error = %e, "storing lastSeen failed");
         }
-        match core.presence.store.went_offline(&user_id).await {
-            Ok(true) => {
-                let now = Utc::now();
-                if let Err(e) = core.presence.record_last_seen(&user_id, now).await {
-                    tracing::warn!(user = %user_id, error = %e, "storing lastSeen failed");
-                }
-                queue(
-                    &core,
-                    PresenceEvent::Status(StatusChange {
-                        user_id,
-                        status: Status::Offline,
-                        last_seen: now,
-                    }),
-                );
-            }
-            Ok(false) => {}
-            Err(e) => tracing::warn!(user = %user_id, error = ?e, "presence update failed"),
+        queue(
+            core,
+            PresenceEvent::Status(StatusChange {
+                user_id,
+                status: Status::Offline,
+                last_seen: now,
+            }),
+        );
+    }
+}
+
+/// This node had been given up for dead (e.g. Redis was unreachable for longer than the node
+/// TTL) while its sockets stayed connected: register them again, without announcing anything
+/// twice.
+pub async fn reregister_local<A: Adapter>(io: &SocketIo<A>, core: &Core) {
+    let Some(ns) = io.of(super::NAMESPACE) else {
+        return;
+    };
+    let sockets = ns.local().sockets();
+    tracing::warn!(
+        sockets = sockets.len(),
+        "this node was presumed dead; re-registering its sockets"
+    );
+    let limit = u32::MAX;
+    for socket in sockets {
+        let Some(user) = socket.extensions.get::<AuthUser>() else {
+            continue;
+        };
+        if let Err(e) = core
+            .presence
+            .store
+            .reserve_connection(&user.id, &socket.id.to_string(), limit)
+            .await
+        {
+            tracing::warn!(user = %user.id, error = ?e, "re-registering a socket failed");
+            continue;
         }
-    });
+        socket_ready(core, &user.id).await;
+    }
 }
 
 /// Announces queued presence changes to each user's audience, in order, until shutdown.

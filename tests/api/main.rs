@@ -6,7 +6,9 @@
 mod common;
 
 mod auth;
+mod chat;
 mod config;
 mod health;
 mod migrations;
+mod presence;
 mod rest_auth;

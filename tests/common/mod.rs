@@ -2,6 +2,7 @@
 //! PostgreSQL, and builds configurations without reading the environment.
 
 mod postgres;
+mod redis;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -119,8 +120,34 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 /// Like [`spawn_app`], with extra `switchboard serve` flags (e.g. `["--rate-limit-per-minute",
 /// "3"]`); a flag given here replaces the harness's own value for it.
 pub async fn spawn_app_with(backend: Backend, extra_args: &[&str]) -> TestApp {
-    init_logging();
-    let (database_url, scratch) = match backend {
+    let (database_url, scratch) = fresh_database(backend).await;
+    spawn_app_on(backend, &database_url, scratch, extra_args).await
+}
+
+/// `nodes` apps sharing one fresh database and one Redis (under a key prefix of their own): a
+/// cluster in one process, for cross-node rules.
+pub async fn spawn_cluster(backend: Backend, nodes: usize, extra_args: &[&str]) -> Vec<TestApp> {
+    let (database_url, scratch) = fresh_database(backend).await;
+    let redis_url = redis::url();
+    let prefix = format!("sbtest-{}", uuid::Uuid::now_v7().simple());
+    let mut args = vec![
+        "--redis-url",
+        redis_url.as_str(),
+        "--redis-key-prefix",
+        prefix.as_str(),
+    ];
+    args.extend_from_slice(extra_args);
+    let mut apps = Vec::with_capacity(nodes);
+    // The first node keeps the SQLite file alive for all of them.
+    let mut scratch = scratch;
+    for _ in 0..nodes {
+        apps.push(spawn_app_on(backend, &database_url, scratch.take(), &args).await);
+    }
+    apps
+}
+
+async fn fresh_database(backend: Backend) -> (String, Option<ScratchDir>) {
+    match backend {
         Backend::Sqlite => {
             let scratch = ScratchDir::new("sqlite");
             let url = format!(
@@ -130,14 +157,23 @@ pub async fn spawn_app_with(backend: Backend, extra_args: &[&str]) -> TestApp {
             (url, Some(scratch))
         }
         Backend::Postgres => (postgres::fresh_database().await, None),
-    };
+    }
+}
+
+async fn spawn_app_on(
+    backend: Backend,
+    database_url: &str,
+    scratch: Option<ScratchDir>,
+    extra_args: &[&str],
+) -> TestApp {
+    init_logging();
     let mut args = vec![
         "--host",
         "127.0.0.1",
         "--port",
         "0",
         "--database-url",
-        database_url.as_str(),
+        database_url,
         "--jwt-secret",
         TEST_JWT_SECRET,
         // Nothing waits for a graceful stop: the test's runtime ends with the test.

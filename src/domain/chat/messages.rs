@@ -157,8 +157,10 @@ impl ChatService {
         message_id: &str,
         content: &str,
     ) -> AppResult<Message> {
-        let content = clean_content(content, self.limits.max_message_length)?;
+        // Who may edit is decided before what they wrote: someone else's message is FORBIDDEN
+        // whatever the new text.
         let row = self.own_message(actor, room_id, message_id).await?;
+        let content = clean_content(content, self.limits.max_message_length)?;
         if row.deleted {
             return Err(AppError::Conflict(
                 "a deleted message cannot be edited".into(),

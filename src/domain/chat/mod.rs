@@ -23,6 +23,7 @@ pub use model::{Member, Message, MessageType, Room, RoomChange, RoomType};
 pub use receipts::Watermark;
 pub use rooms::{MemberChange, NewRoom, RoomPage};
 
+use crate::domain::cache::{CacheBus, Generation, Invalidation};
 use crate::domain::rate_limit::RateLimiter;
 use crate::error::{AppError, AppResult};
 
@@ -46,6 +47,8 @@ pub struct ChatService {
     limits: ChatLimits,
     rate_limiter: Arc<dyn RateLimiter>,
     access: DashMap<String, Arc<RoomAccess>>,
+    generation: Generation,
+    bus: Arc<dyn CacheBus>,
 }
 
 impl ChatService {
@@ -53,12 +56,15 @@ impl ChatService {
         db: DatabaseConnection,
         limits: ChatLimits,
         rate_limiter: Arc<dyn RateLimiter>,
+        bus: Arc<dyn CacheBus>,
     ) -> Self {
         Self {
             db,
             limits,
             rate_limiter,
             access: DashMap::new(),
+            generation: Generation::default(),
+            bus,
         }
     }
 
@@ -67,6 +73,7 @@ impl ChatService {
         if let Some(found) = self.access.get(room_id) {
             return Ok(found.clone());
         }
+        let generation = self.generation.current();
         let row = room::Entity::find_by_id(room_id)
             .one(&self.db)
             .await?
@@ -84,7 +91,10 @@ impl ChatService {
             room_type: RoomType::parse(&row.room_type).unwrap_or(RoomType::Group),
             members,
         });
-        self.access.insert(room_id.to_owned(), access.clone());
+        // An invalidation that raced this read must win: store only if none happened.
+        if self.generation.current() == generation {
+            self.access.insert(room_id.to_owned(), access.clone());
+        }
         Ok(access)
     }
 
@@ -100,8 +110,21 @@ impl ChatService {
         }
     }
 
-    /// Forgets the cached membership of a room (after any membership change).
+    /// Forgets the cached membership of a room after a change, here and on every node.
     pub fn invalidate(&self, room_id: &str) {
+        self.forget_local(room_id);
+        self.bus.publish(Invalidation::Room(room_id.to_owned()));
+    }
+
+    /// Forgets every cached membership on this node.
+    pub fn forget_all_local(&self) {
+        self.generation.bump();
+        self.access.clear();
+    }
+
+    /// Forgets the cached membership of a room on this node (another node changed it).
+    pub fn forget_local(&self, room_id: &str) {
+        self.generation.bump();
         self.access.remove(room_id);
     }
 

@@ -37,11 +37,22 @@ impl Entry {
 /// lookups and is never held across an await.
 #[derive(Default)]
 pub struct MemoryPresence {
-    users: Mutex<HashMap<String, Entry>>,
+    users: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<String, Entry>,
+    /// Users whose last socket went away, and when their grace period ends.
+    pending_offline: HashMap<String, DateTime<Utc>>,
 }
 
 impl MemoryPresence {
     fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, Entry>) -> R) -> R {
+        self.with_state(|state| f(&mut state.entries))
+    }
+
+    fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         // A poisoned lock only means another thread panicked mid-update of plain data; it is
         // still usable, so recover rather than take the node down.
         let mut guard = self.users.lock().unwrap_or_else(|p| p.into_inner());
@@ -70,16 +81,25 @@ impl PresenceStore for MemoryPresence {
         }))
     }
 
-    async fn release_connection(&self, user: &str, sid: &str) -> anyhow::Result<u32> {
-        Ok(self.with(|map| {
-            let Some(entry) = map.get_mut(user) else {
+    async fn release_connection(
+        &self,
+        user: &str,
+        sid: &str,
+        offline_at: DateTime<Utc>,
+    ) -> anyhow::Result<u32> {
+        Ok(self.with_state(|state| {
+            let Some(entry) = state.entries.get_mut(user) else {
                 return 0;
             };
             entry.sockets.remove(sid);
             let left = entry.sockets.len() as u32;
-            if left == 0 && !entry.announced {
-                // Never came online (refused or failed setup): nothing to announce later.
-                map.remove(user);
+            if left == 0 {
+                if entry.announced {
+                    state.pending_offline.insert(user.to_owned(), offline_at);
+                } else {
+                    // Never came online (refused or failed setup): nothing to announce later.
+                    state.entries.remove(user);
+                }
             }
             left
         }))
@@ -108,14 +128,26 @@ impl PresenceStore for MemoryPresence {
         }))
     }
 
-    async fn went_offline(&self, user: &str) -> anyhow::Result<bool> {
-        Ok(self.with(|map| match map.get(user) {
-            Some(entry) if entry.sockets.is_empty() => {
-                let was_announced = entry.announced;
-                map.remove(user);
-                was_announced
+    async fn take_due_offline(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<String>> {
+        Ok(self.with_state(|state| {
+            let due: Vec<String> = state
+                .pending_offline
+                .iter()
+                .filter(|(_, at)| **at <= now)
+                .map(|(u, _)| u.clone())
+                .collect();
+            let mut offline = Vec::new();
+            for user in due {
+                state.pending_offline.remove(&user);
+                let gone = state
+                    .entries
+                    .get(&user)
+                    .is_some_and(|e| e.sockets.is_empty());
+                if gone && state.entries.remove(&user).is_some_and(|e| e.announced) {
+                    offline.push(user);
+                }
             }
-            _ => false,
+            offline
         }))
     }
 
@@ -206,6 +238,20 @@ impl PresenceStore for MemoryPresence {
                 .collect()
         }))
     }
+
+    async fn maintain(
+        &self,
+        _now: DateTime<Utc>,
+        _offline_at: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        // One node: no heartbeats, no other nodes to clean up after.
+        Ok(false)
+    }
+
+    async fn leave(&self, _offline_at: DateTime<Utc>) -> anyhow::Result<()> {
+        // The state dies with the process.
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -218,10 +264,22 @@ mod tests {
         assert!(store.reserve_connection("u", "a", 2).await.unwrap());
         assert!(store.reserve_connection("u", "b", 2).await.unwrap());
         assert!(!store.reserve_connection("u", "c", 2).await.unwrap());
-        assert_eq!(store.release_connection("u", "a").await.unwrap(), 1);
+        assert_eq!(
+            store
+                .release_connection("u", "a", Utc::now())
+                .await
+                .unwrap(),
+            1
+        );
         assert!(store.reserve_connection("u", "c", 2).await.unwrap());
         assert_eq!(store.connection_count("u").await.unwrap(), 2);
-        assert_eq!(store.release_connection("nobody", "x").await.unwrap(), 0);
+        assert_eq!(
+            store
+                .release_connection("nobody", "x", Utc::now())
+                .await
+                .unwrap(),
+            0
+        );
     }
 
     #[tokio::test]
@@ -236,11 +294,43 @@ mod tests {
             None,
             "second tab changes nothing"
         );
-        s.release_connection("u", "a").await.unwrap();
-        assert!(!s.went_offline("u").await.unwrap(), "one socket left");
-        s.release_connection("u", "b").await.unwrap();
-        assert!(s.went_offline("u").await.unwrap());
-        assert!(!s.went_offline("u").await.unwrap(), "reported once");
+        let grace_end = now + chrono::Duration::seconds(5);
+        s.release_connection("u", "a", grace_end).await.unwrap();
+        assert!(
+            s.take_due_offline(grace_end).await.unwrap().is_empty(),
+            "one socket left"
+        );
+        s.release_connection("u", "b", grace_end).await.unwrap();
+        assert!(
+            s.take_due_offline(now).await.unwrap().is_empty(),
+            "still in the grace period"
+        );
+        assert_eq!(
+            s.take_due_offline(grace_end).await.unwrap(),
+            vec!["u".to_owned()]
+        );
+        assert!(
+            s.take_due_offline(grace_end).await.unwrap().is_empty(),
+            "reported once"
+        );
+    }
+
+    #[tokio::test]
+    async fn reconnect_within_grace_cancels_offline() {
+        let s = MemoryPresence::default();
+        let now = Utc::now();
+        let grace_end = now + chrono::Duration::seconds(5);
+        s.reserve_connection("u", "a", 5).await.unwrap();
+        s.came_online("u", now).await.unwrap();
+        s.release_connection("u", "a", grace_end).await.unwrap();
+        s.reserve_connection("u", "b", 5).await.unwrap();
+        assert_eq!(
+            s.came_online("u", now).await.unwrap(),
+            None,
+            "a reload is no change"
+        );
+        assert!(s.take_due_offline(grace_end).await.unwrap().is_empty());
+        assert_eq!(s.connection_count("u").await.unwrap(), 1);
     }
 
     #[tokio::test]

@@ -3,8 +3,10 @@
 //! makes every transition atomically, so each real change is reported exactly once; the
 //! [`PresenceService`] adds the rules that need the database (audience, privacy, `lastSeen`).
 
+mod local;
 mod memory;
 
+pub use local::LocalSockets;
 pub use memory::MemoryPresence;
 
 use std::sync::Arc;
@@ -58,8 +60,15 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// Records socket `sid` for `user` unless the user already holds `limit` sockets.
     async fn reserve_connection(&self, user: &str, sid: &str, limit: u32) -> anyhow::Result<bool>;
 
-    /// Forgets socket `sid`; returns how many sockets the user still holds (on any node).
-    async fn release_connection(&self, user: &str, sid: &str) -> anyhow::Result<u32>;
+    /// Forgets socket `sid`; returns how many sockets the user still holds (on any node). When
+    /// none are left, the user is due to turn offline at `offline_at` (the grace period), unless
+    /// a socket comes back first.
+    async fn release_connection(
+        &self,
+        user: &str,
+        sid: &str,
+        offline_at: DateTime<Utc>,
+    ) -> anyhow::Result<u32>;
 
     /// How many sockets the user holds (on any node).
     async fn connection_count(&self, user: &str) -> anyhow::Result<u32>;
@@ -68,9 +77,9 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// still within the grace period of a reload keeps their status (`None`).
     async fn came_online(&self, user: &str, now: DateTime<Utc>) -> anyhow::Result<Option<Status>>;
 
-    /// The grace period after the last socket ended: if the user still has none, they turn
-    /// offline and are forgotten. Returns whether that happened.
-    async fn went_offline(&self, user: &str) -> anyhow::Result<bool>;
+    /// Users whose grace period ended by `now` with no socket back: they are now offline and
+    /// forgotten. Each is returned by exactly one call, on whichever node makes it.
+    async fn take_due_offline(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<String>>;
 
     /// A client event: records activity; an automatically away user turns online again.
     async fn touch(&self, user: &str, now: DateTime<Utc>) -> anyhow::Result<Option<Status>>;
@@ -98,6 +107,16 @@ pub trait PresenceStore: Send + Sync + 'static {
 
     /// The live presence of users that are connected (or within their grace period).
     async fn get_many(&self, users: &[String]) -> anyhow::Result<Vec<(String, Live)>>;
+
+    /// Periodic cluster upkeep: renew this node's heartbeat and clean up after nodes whose
+    /// heartbeat expired (their users become due offline at `offline_at`). Returns true when this
+    /// node had itself been given up for dead, so its live sockets must be registered again.
+    async fn maintain(&self, now: DateTime<Utc>, offline_at: DateTime<Utc>)
+    -> anyhow::Result<bool>;
+
+    /// Graceful shutdown: forget this node's sockets at once; users left without any become due
+    /// offline at `offline_at`, so clients reconnecting to another node in time do not flap.
+    async fn leave(&self, offline_at: DateTime<Utc>) -> anyhow::Result<()>;
 }
 
 /// What one user's presence looks like to a viewer (or to themselves).

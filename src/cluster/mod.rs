@@ -1,0 +1,138 @@
+//! Multi-node plumbing: the Redis connections behind the Socket.IO adapter, and the Redis
+//! implementations of the state nodes share (presence, rate limits, cache invalidation).
+
+pub mod invalidation;
+pub mod presence;
+pub mod rate_limit;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use fred::types::RespVersion;
+use socketioxide_redis::{FredAdapter, RedisAdapterConfig, RedisAdapterCtr};
+
+/// The adapter type used when `REDIS_URL` is set.
+pub type ClusterAdapter = FredAdapter<socketioxide::adapter::Emitter>;
+
+/// The Redis connections one node holds.
+pub struct RedisConnections {
+    /// Commands (presence, rate limits, health checks).
+    pub client: Client,
+    /// The Socket.IO adapter's pub/sub constructor.
+    pub adapter: RedisAdapterCtr<socketioxide_redis::drivers::fred::FredDriver>,
+    /// Subscribed to the cache invalidation channel.
+    pub invalidations: SubscriberClient,
+}
+
+fn config(url: &str) -> anyhow::Result<Config> {
+    let mut config = Config::from_url(url).context("parsing REDIS_URL")?;
+    // The adapter's sharded pub/sub needs RESP3, and fred does not read it from the URL.
+    config.version = RespVersion::RESP3;
+    Ok(config)
+}
+
+/// Reconnect forever with exponential backoff (100 ms up to 5 s): a Redis restart must not
+/// need a node restart.
+fn reconnect_policy() -> ReconnectPolicy {
+    ReconnectPolicy::new_exponential(0, 100, 5_000, 2)
+}
+
+/// A client builder with the node's policies: reconnect forever, and never let a command
+/// wait on a dead Redis for more than a couple of seconds (a handler would hang with it).
+fn builder(url: &str) -> anyhow::Result<Builder> {
+    let mut builder = Builder::from_config(config(url)?);
+    builder
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(5);
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = Duration::from_secs(2);
+        })
+        .set_policy(reconnect_policy());
+    Ok(builder)
+}
+
+/// Connects the command client, the adapter's subscriber and the invalidation subscriber.
+pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<RedisConnections> {
+    let client = builder(url)?.build().context("building the Redis client")?;
+    client.init().await.context("connecting to Redis")?;
+
+    let invalidations = builder(url)?
+        .build_subscriber_client()
+        .context("building the Redis subscriber")?;
+    invalidations
+        .init()
+        .await
+        .context("connecting the Redis subscriber")?;
+    invalidations.manage_subscriptions();
+    invalidations
+        .subscribe(invalidation::channel(prefix))
+        .await
+        .context("subscribing to invalidations")?;
+
+    let subscriber = builder(url)?
+        .build_subscriber_client()
+        .context("building the Redis subscriber")?;
+    keep_subscriptions(&subscriber);
+    let adapter_config = RedisAdapterConfig::new().with_prefix(format!("{prefix}-socket.io"));
+    let adapter = RedisAdapterCtr::new_with_fred_config(subscriber, adapter_config)
+        .await
+        .context("connecting the Socket.IO Redis adapter")?;
+    Ok(RedisConnections {
+        client,
+        adapter,
+        invalidations,
+    })
+}
+
+/// Re-subscribes a subscriber's channels after every reconnect (a restarted Redis forgets
+/// them). fred's own `manage_subscriptions` sends `SUBSCRIBE` even with no channels, which Redis
+/// answers with an error that aborts the rest of the resubscription (and, on the first connect,
+/// can be taken as the answer to another command); this one skips empty sets.
+fn keep_subscriptions(client: &SubscriberClient) {
+    let client = client.clone();
+    let mut reconnects = client.reconnect_rx();
+    tokio::spawn(async move {
+        while reconnects.recv().await.is_ok() {
+            let channels: Vec<String> = client
+                .tracked_channels()
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
+            let patterns: Vec<String> = client
+                .tracked_patterns()
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
+            let shards: Vec<String> = client
+                .tracked_shard_channels()
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
+            let mut result = Ok(());
+            if !channels.is_empty() {
+                result = result.and(client.subscribe(channels).await);
+            }
+            if !patterns.is_empty() {
+                result = result.and(client.psubscribe(patterns).await);
+            }
+            for shard in shards {
+                result = result.and(client.ssubscribe(shard).await);
+            }
+            match result {
+                Ok(()) => tracing::info!("Redis reconnected; subscriptions restored"),
+                Err(e) => tracing::error!(error = %e, "restoring Redis subscriptions failed"),
+            }
+        }
+    });
+}
+
+/// Whether Redis answers right now (bounded, so `/health` never hangs on a dead Redis).
+pub async fn ping(client: &Client) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), client.ping::<String>(None)).await,
+        Ok(Ok(_))
+    )
+}

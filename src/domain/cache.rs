@@ -1,0 +1,76 @@
+//! Keeping per-node caches honest. Services cache what hot paths read (room membership,
+//! preferences) and drop an entry when it changes; in a cluster the other nodes must drop theirs
+//! too, so every change is also published on a [`CacheBus`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A cached entry that changed somewhere.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Invalidation {
+    /// Membership of a room.
+    Room(String),
+    /// A user's preferences.
+    Preferences(String),
+}
+
+impl Invalidation {
+    /// The wire form used between nodes: `room:<id>` / `prefs:<user>`.
+    pub fn encode(&self) -> String {
+        match self {
+            Self::Room(id) => format!("room:{id}"),
+            Self::Preferences(user) => format!("prefs:{user}"),
+        }
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        if let Some(id) = s.strip_prefix("room:") {
+            return Some(Self::Room(id.to_owned()));
+        }
+        s.strip_prefix("prefs:")
+            .map(|u| Self::Preferences(u.to_owned()))
+    }
+}
+
+/// Tells the other nodes that a cached entry changed. Fire and forget: a lost message only
+/// leaves another node's entry stale until its next change, and Redis pub/sub is the medium.
+pub trait CacheBus: Send + Sync + 'static {
+    fn publish(&self, what: Invalidation);
+}
+
+/// One node: nothing to tell.
+pub struct LocalOnly;
+
+impl CacheBus for LocalOnly {
+    fn publish(&self, _: Invalidation) {}
+}
+
+/// Guards a cache against filling in a value read before a concurrent invalidation: readers
+/// note the generation before reading the database and store only if it did not move.
+#[derive(Default)]
+pub struct Generation(AtomicU64);
+
+impl Generation {
+    pub fn current(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    pub fn bump(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Invalidation;
+
+    #[test]
+    fn round_trips() {
+        for i in [
+            Invalidation::Room("r:1".into()),
+            Invalidation::Preferences("u".into()),
+        ] {
+            assert_eq!(Invalidation::decode(&i.encode()), Some(i));
+        }
+        assert_eq!(Invalidation::decode("nope"), None);
+    }
+}
