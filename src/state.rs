@@ -41,6 +41,14 @@ pub struct Core {
     pub shutdown: CancellationToken,
 }
 
+impl Core {
+    /// Whether the other nodes can be reached right now (always true on a single node).
+    pub fn cluster_reachable(&self) -> bool {
+        use fred::interfaces::ClientLike;
+        self.redis.as_ref().is_none_or(|client| client.is_connected())
+    }
+}
+
 /// The axum state: the core plus the Socket.IO handle REST handlers emit through.
 pub struct AppState<A: Adapter> {
     pub core: Arc<Core>,

@@ -73,6 +73,13 @@ impl<'a, A: Adapter> Emitter<'a, A> {
         payload: &impl Serialize,
     ) {
         let Some(ops) = ops else { return };
+        if !self.core.cluster_reachable() {
+            // Redis is known to be down: don't wait out a timeout per emit.
+            if ops.local().emit(event, payload).await.is_ok() {
+                self.core.metrics.event_out(event);
+            }
+            return;
+        }
         match ops.clone().emit(event, payload).await {
             Ok(()) => self.core.metrics.event_out(event),
             Err(e) => {
