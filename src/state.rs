@@ -45,7 +45,9 @@ impl Core {
     /// Whether the other nodes can be reached right now (always true on a single node).
     pub fn cluster_reachable(&self) -> bool {
         use fred::interfaces::ClientLike;
-        self.redis.as_ref().is_none_or(|client| client.is_connected())
+        self.redis
+            .as_ref()
+            .is_none_or(|client| client.is_connected())
     }
 }
 

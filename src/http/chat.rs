@@ -230,16 +230,31 @@ async fn history<A: Adapter>(
     .into_response())
 }
 
+/// A message as clients write it; the body of `POST …/messages` and, with `roomId`, the
+/// payload of `chat:message`.
 #[derive(Deserialize, Validate)]
 #[serde(rename_all = "camelCase")]
-struct SendBody {
-    message: String,
+pub struct SendBody {
+    pub message: String,
     #[serde(rename = "type")]
-    message_type: Option<MessageType>,
+    pub message_type: Option<MessageType>,
     #[validate(length(min = 1, max = 64))]
-    reply_to_id: Option<String>,
+    pub reply_to_id: Option<String>,
     #[validate(length(min = 1, max = 128))]
-    client_message_id: Option<String>,
+    pub client_message_id: Option<String>,
+}
+
+impl SendBody {
+    /// The domain input for `room_id`.
+    pub fn into_message(self, room_id: String) -> NewMessage {
+        NewMessage {
+            room_id,
+            content: self.message,
+            message_type: self.message_type,
+            reply_to_id: self.reply_to_id,
+            client_message_id: self.client_message_id,
+        }
+    }
 }
 
 async fn send_message<A: Adapter>(
@@ -248,13 +263,7 @@ async fn send_message<A: Adapter>(
     Path(room_id): Path<String>,
     Json(body): Json<SendBody>,
 ) -> AppResult<Response> {
-    let input = NewMessage {
-        room_id,
-        content: body.message,
-        message_type: body.message_type,
-        reply_to_id: body.reply_to_id,
-        client_message_id: body.client_message_id,
-    };
+    let input = body.into_message(room_id);
     let sent = state.core.chat.send_message(&user, input).await?;
     if sent.duplicate {
         return Ok(Json(sent.message).into_response());

@@ -2,6 +2,8 @@
 //! (CORS, body limit, request metrics and tracing) and a 404 in the contract's error shape.
 
 mod chat;
+
+pub use chat::SendBody;
 mod feed;
 mod health;
 mod internal;

@@ -15,7 +15,8 @@ use super::ack::{Payload, parse, respond_for};
 use super::emit::Emitter;
 use super::{membership, rooms};
 use crate::auth::AuthUser;
-use crate::domain::chat::{HistoryQuery, MessageType, NewMessage, RoomChange};
+use crate::domain::chat::{HistoryQuery, MessageType, RoomChange};
+use crate::http::SendBody;
 use crate::state::Core;
 
 /// Most messages one `chat:sync` returns; the default when no limit is given.
@@ -40,6 +41,8 @@ struct RoomRef {
     room_id: String,
 }
 
+/// `chat:message`: the REST body's fields plus `roomId`. Spelled out rather than flattened,
+/// because serde's flatten loses the path of a failing field.
 #[derive(Deserialize, Validate)]
 #[serde(rename_all = "camelCase")]
 struct SendPayload {
@@ -54,15 +57,15 @@ struct SendPayload {
     client_message_id: Option<String>,
 }
 
-impl From<SendPayload> for NewMessage {
-    fn from(p: SendPayload) -> Self {
-        Self {
-            room_id: p.room_id,
-            content: p.message,
-            message_type: p.message_type,
-            reply_to_id: p.reply_to_id,
-            client_message_id: p.client_message_id,
-        }
+impl SendPayload {
+    fn split(self) -> (String, SendBody) {
+        let body = SendBody {
+            message: self.message,
+            message_type: self.message_type,
+            reply_to_id: self.reply_to_id,
+            client_message_id: self.client_message_id,
+        };
+        (self.room_id, body)
     }
 }
 
@@ -150,8 +153,11 @@ async fn on_message<A: Adapter>(
     io: SocketIo<A>,
 ) {
     respond_for("chat:message", &core, &user, ack, async {
-        let p: SendPayload = parse(data, Payload::Required)?;
-        let sent = core.chat.send_message(&user, p.into()).await?;
+        let (room_id, body) = parse::<SendPayload>(data, Payload::Required)?.split();
+        let sent = core
+            .chat
+            .send_message(&user, body.into_message(room_id))
+            .await?;
         if !sent.duplicate {
             Emitter::from_socket(&io, &socket, &core)
                 .new_message(&sent.message)
