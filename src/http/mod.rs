@@ -21,6 +21,7 @@ use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use socketioxide::adapter::Adapter;
+use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::trace::TraceLayer;
 
@@ -42,13 +43,18 @@ pub fn router<A: Adapter>(state: AppState<A>) -> Router {
         .nest("/api/v1/realtime", api)
         .nest("/api/v1/internal", internal::router())
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            track_request::<A>,
-        ))
-        .layer(axum::Extension(BodyLimit(limit)))
-        .layer(axum::extract::DefaultBodyLimit::max(limit))
-        .layer(TraceLayer::new_for_http())
+        // Outermost first: trace everything, then the body limit (known to the extractor so
+        // its 413 can state it), then per-route metrics.
+        .layer(
+            ServiceBuilder::new()
+                .layer(TraceLayer::new_for_http())
+                .layer(axum::extract::DefaultBodyLimit::max(limit))
+                .layer(axum::Extension(BodyLimit(limit)))
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    track_request::<A>,
+                )),
+        )
         .with_state(state)
 }
 
