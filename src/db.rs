@@ -4,15 +4,67 @@ use std::time::Duration;
 
 use anyhow::Context;
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
+};
+
+/// Any constant shared by every node: the key of the PostgreSQL advisory lock that lets one
+/// node at a time run migrations.
+const MIGRATION_LOCK: i64 = 0x5357_4954_4348; // "SWITCH"
 
 /// Opens the pool for `url` and brings the schema up to date.
 pub async fn connect_and_migrate(url: &str) -> anyhow::Result<DatabaseConnection> {
     let db = connect(url).await?;
-    Migrator::up(&db, None)
-        .await
-        .context("running migrations")?;
+    migrate(url, &db).await?;
     Ok(db)
+}
+
+/// Runs pending migrations. Nodes of a cluster start together, so on PostgreSQL they queue on
+/// an advisory lock held on a dedicated single connection (the lock belongs to a session).
+async fn migrate(url: &str, db: &DatabaseConnection) -> anyhow::Result<()> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return migrate_sqlite(db).await;
+    }
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(1)
+        .min_connections(1)
+        .sqlx_logging(false);
+    let session = Database::connect(options)
+        .await
+        .context("opening the migration session")?;
+    let lock = |sql: &str| {
+        Statement::from_sql_and_values(DbBackend::Postgres, sql, [MIGRATION_LOCK.into()])
+    };
+    session
+        .execute_raw(lock("SELECT pg_advisory_lock($1)"))
+        .await
+        .context("taking the migration lock")?;
+    let result = Migrator::up(&session, None)
+        .await
+        .context("running migrations");
+    let _ = session
+        .execute_raw(lock("SELECT pg_advisory_unlock($1)"))
+        .await;
+    let _ = session.close().await;
+    result
+}
+
+/// SQLite has no advisory locks: a process that loses the race to another one migrating the
+/// same file retries once the other is done, finding the migrations applied.
+async fn migrate_sqlite(db: &DatabaseConnection) -> anyhow::Result<()> {
+    let mut attempt = 0;
+    loop {
+        match Migrator::up(db, None).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                tracing::debug!(attempt, error = %e, "migration raced another process; retrying");
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            Err(e) => return Err(e).context("running migrations"),
+        }
+    }
 }
 
 /// Opens the pool. SQLite gets WAL and a busy timeout so concurrent writers queue instead of

@@ -106,7 +106,6 @@ impl Application {
             notifications: NotificationService::new(db.clone()),
             feed: FeedService::new(db.clone()),
             typing: TypingTracker::new(config.typing_throttle()),
-            local_sockets: Default::default(),
             presence: PresenceService::new(presence_store, db.clone()),
             presence_events: presence_tx,
             db,

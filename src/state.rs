@@ -13,7 +13,7 @@ use crate::domain::chat::ChatService;
 use crate::domain::feed::FeedService;
 use crate::domain::notifications::NotificationService;
 use crate::domain::preferences::PreferenceService;
-use crate::domain::presence::{LocalSockets, PresenceEvent, PresenceService};
+use crate::domain::presence::{PresenceEvent, PresenceService};
 use crate::domain::typing::TypingTracker;
 use crate::metrics::Metrics;
 
@@ -30,8 +30,6 @@ pub struct Core {
     pub notifications: NotificationService,
     /// Stored feed activities: the REST feed, trending and statistics.
     pub feed: FeedService,
-    /// Sockets per user on this node.
-    pub local_sockets: LocalSockets,
     /// Typing state of users whose sockets are on this node.
     pub typing: TypingTracker,
     pub metrics: Metrics,

@@ -29,13 +29,27 @@ export function fakeId() {
   return `${s.slice(0, 8)}-${s.slice(8, 12)}-${s.slice(12, 16)}-${s.slice(16, 20)}-${s.slice(20)}`;
 }
 
+// Sockets of a cluster (a server with `nodes`) go to its live nodes in turn: a process-wide
+// counter, so the spread is the same on every run and a test's sockets never all share a node.
+let spread = 0;
+
+/** The base URL the next socket to `server` connects to. */
+export function socketUrl(server) {
+  const live = server.nodes?.filter((n) => !n.exited);
+  if (!live || live.length === 0) return server.url;
+  const node = live[spread % live.length];
+  spread += 1;
+  return node.url;
+}
+
 /**
  * Creates a socket on `/realtime` without waiting for anything. `token` (if given) goes into
  * `auth.token`; `opts` are socket.io-client options and override the defaults
- * (websocket only, forceNew, no reconnection).
+ * (websocket only, forceNew, no reconnection). For a cluster, the node is picked round-robin;
+ * pass one of `cluster.nodes` as `server` to choose it.
  */
 export function createSocket(server, token, opts = {}) {
-  const socket = io(server.url + NAMESPACE, {
+  const socket = io(socketUrl(server) + NAMESPACE, {
     path: '/socket.io/',
     transports: ['websocket'],
     forceNew: true,

@@ -1,9 +1,19 @@
 // Per-describe server lifecycle and test users: `useServer()` starts a fresh server before the
 // block's tests and stops it (closing every socket) after them; `makeUser()` gives a user with a
 // signed token, a connect() shortcut and a REST shortcut rooted at /api/v1/realtime.
+//
+// With SWITCHBOARD_NODES=N set, `useServer()` starts an N-node cluster instead (lib/cluster.mjs:
+// shared Redis + PostgreSQL), whose REST calls go round-robin over the nodes and whose sockets are
+// spread over them, so the same tests check that clients on different nodes see one server.
 import { after, before } from 'node:test';
 import { closeAll, connect, uid } from './client.mjs';
+import { CLUSTER_MODE, clusterSize, startCluster } from './cluster.mjs';
 import { startServer } from './server.mjs';
+
+export { CLUSTER_MODE };
+
+/** The servers whose counts make up the whole (every node of a cluster, or the one server). */
+export const nodesOf = (server) => server.nodes ?? [server];
 
 export const REST = '/api/v1/realtime';
 
@@ -11,7 +21,9 @@ export const REST = '/api/v1/realtime';
 export function useServer(envOverrides = {}) {
   const ctx = { server: null };
   before(async () => {
-    ctx.server = await startServer(envOverrides);
+    ctx.server = CLUSTER_MODE
+      ? await startCluster({ nodes: clusterSize(), env: envOverrides })
+      : await startServer(envOverrides);
   });
   after(async () => {
     closeAll();

@@ -1,13 +1,12 @@
 // Starts a real Switchboard binary on a free port with a throw-away SQLite database, and offers
 // the small tools every test file needs around it: signing user JWTs and calling the REST API.
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import jwt from 'jsonwebtoken';
+import { freePort, onProcessExit, spawnTied } from './infra.mjs';
 
 export const JWT_SECRET = 'client-test-secret';
 export const SERVICE_API_KEY = 'client-test-key';
@@ -21,18 +20,6 @@ export function binaryPath() {
   if (process.env.SWITCHBOARD_BIN) return process.env.SWITCHBOARD_BIN;
   const target = process.env.CARGO_TARGET_DIR || path.join(REPO, 'target');
   return path.join(target, 'release', 'switchboard');
-}
-
-async function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -90,10 +77,13 @@ async function httpCall(baseUrl, method, urlPath, { token, body, rawBody, apiKey
 }
 
 /**
- * Spawns `switchboard serve` and resolves once `GET /health` answers 200.
- * Returns `{ url, port, env, stop(), token(userId, opts), api(method, path, opts), service(method, path, body) }`.
+ * Spawns `switchboard serve` (SQLite in a temp dir, no Redis, unless `envOverrides` say otherwise)
+ * and resolves once `GET /health` answers 200. `label` prefixes the
+ * server's output when TEST_LOG is set (e.g. `node1`).
+ * Returns `{ url, port, env, pid, stop(), kill(signal), token(userId, opts), api(method, path, opts),
+ * service(method, path, body) }`.
  */
-export async function startServer(envOverrides = {}) {
+export async function startServer(envOverrides = {}, { label: name } = {}) {
   const bin = binaryPath();
   if (!existsSync(bin)) {
     throw new Error(`switchboard binary not found at ${bin} (build it, or set SWITCHBOARD_BIN / CARGO_TARGET_DIR)`);
@@ -105,6 +95,9 @@ export async function startServer(envOverrides = {}) {
     HOST: '127.0.0.1',
     PORT: String(port),
     DATABASE_URL: `sqlite://${tmp}/sb.db?mode=rwc`,
+    // A single node unless told otherwise: a REDIS_URL exported for cluster runs is not inherited.
+    REDIS_URL: undefined,
+    REDIS_KEY_PREFIX: undefined,
     JWT_SECRET,
     SERVICE_API_KEY,
     RUST_LOG: process.env.TEST_LOG || 'warn',
@@ -114,17 +107,19 @@ export async function startServer(envOverrides = {}) {
     IDLE_TIMEOUT_MS: '300000',
     ...envOverrides,
   };
-  const child = spawn(bin, ['serve'], {
+  // Killed if still running when the test process exits, however it exits.
+  const child = spawnTied(bin, ['serve'], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  const label = name ? `[${name}] ` : '';
   let stderr = '';
   child.stderr.on('data', (chunk) => {
     stderr = (stderr + chunk.toString()).slice(-STDERR_KEEP);
-    if (verbose) process.stderr.write(chunk);
+    if (verbose) process.stderr.write(label + chunk);
   });
   child.stdout.on('data', (chunk) => {
-    if (verbose) process.stderr.write(chunk);
+    if (verbose) process.stderr.write(label + chunk);
   });
   let exited = null;
   const exitPromise = new Promise((resolve) => {
@@ -139,7 +134,11 @@ export async function startServer(envOverrides = {}) {
   });
 
   const url = `http://127.0.0.1:${port}`;
-  const cleanup = () => rm(tmp, { recursive: true, force: true });
+  const forgetTmp = onProcessExit(() => rmSync(tmp, { recursive: true, force: true }));
+  const cleanup = async () => {
+    await rm(tmp, { recursive: true, force: true });
+    forgetTmp();
+  };
 
   const deadline = Date.now() + HEALTH_TIMEOUT_MS;
   for (;;) {
@@ -179,13 +178,23 @@ export async function startServer(envOverrides = {}) {
     return stopped;
   };
 
+  /** Sends `signal` (default SIGKILL: no goodbye) and resolves once the process is gone. */
+  const kill = async (signal = 'SIGKILL') => {
+    if (!exited) child.kill(signal);
+    return exitPromise;
+  };
+
   const api = (method, urlPath, opts) => httpCall(url, method, urlPath, opts);
 
   return {
     url,
     port,
     env,
+    pid: child.pid,
     stop,
+    kill,
+    /** Resolves `{ code, signal }` once the process has ended, however it ended. */
+    done: exitPromise,
     token: signToken,
     api,
     /** Service API call (`/api/v1/internal` + path) with the right `X-Api-Key`. */

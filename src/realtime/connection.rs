@@ -25,7 +25,6 @@ pub async fn on_connect<A: Adapter>(
     State(core): State<Arc<Core>>,
 ) {
     core.metrics.socket_connected();
-    core.local_sockets.add(&user.id);
     socket.on_disconnect(on_disconnect::<A>);
     register_handlers(&socket);
 
@@ -97,18 +96,19 @@ async fn on_disconnect<A: Adapter>(
         return;
     };
     tracing::debug!(sid = %socket.id, user = %user.id, %reason, "socket disconnected");
-    if core.local_sockets.remove(&user.id) == 0 {
-        // Typing state lives on the node whose socket sent it.
-        super::chat::clear_typing(&io, &core, &user.id).await;
-    }
     let offline_at = chrono::Utc::now() + grace(&core);
-    if let Err(e) = core
+    let left = core
         .presence
         .store
         .release_connection(&user.id, &socket.id.to_string(), offline_at)
-        .await
-    {
+        .await;
+    let left = left.unwrap_or_else(|e| {
         tracing::warn!(user = %user.id, error = ?e, "releasing connection slot failed");
+        0
+    });
+    if left == 0 {
+        // The user's last socket, on any node: whatever they were typing here is over.
+        super::chat::clear_typing(&io, &core, &user.id).await;
     }
 }
 

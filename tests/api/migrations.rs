@@ -3,7 +3,7 @@
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement};
 
-use crate::common::{Backend, spawn_app};
+use crate::common::{Backend, fresh_database, spawn_app};
 
 /// Every table the first migration creates.
 const TABLES: &[&str] = &[
@@ -124,7 +124,18 @@ async fn migrations_go_down_and_up_again(backend: Backend) {
     assert_eq!(health.status(), reqwest::StatusCode::OK);
 }
 
+/// Cluster nodes start together against one new database; all of them must come up.
+async fn nodes_starting_together_all_migrate(backend: Backend) {
+    let (url, _scratch) = fresh_database(backend).await;
+    let starts = (0..3).map(|_| switchboard::db::connect_and_migrate(&url));
+    for started in futures::future::join_all(starts).await {
+        let db = started.expect("a node starting alongside others");
+        assert_eq!(applied(&db).await, Migrator::migrations().len());
+    }
+}
+
 backend_tests!(
+    nodes_starting_together_all_migrate,
     startup_creates_the_schema,
     running_migrations_again_changes_nothing,
     migrations_go_down_and_up_again

@@ -146,7 +146,8 @@ pub async fn spawn_cluster(backend: Backend, nodes: usize, extra_args: &[&str]) 
     apps
 }
 
-async fn fresh_database(backend: Backend) -> (String, Option<ScratchDir>) {
+/// A fresh database for `backend`: its URL, and the directory holding it for SQLite.
+pub async fn fresh_database(backend: Backend) -> (String, Option<ScratchDir>) {
     match backend {
         Backend::Sqlite => {
             let scratch = ScratchDir::new("sqlite");

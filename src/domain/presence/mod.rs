@@ -3,10 +3,8 @@
 //! makes every transition atomically, so each real change is reported exactly once; the
 //! [`PresenceService`] adds the rules that need the database (audience, privacy, `lastSeen`).
 
-mod local;
 mod memory;
 
-pub use local::LocalSockets;
 pub use memory::MemoryPresence;
 
 use std::sync::Arc;
