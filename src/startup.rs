@@ -102,7 +102,8 @@ impl Application {
         let (presence_tx, presence_rx) = tokio::sync::mpsc::unbounded_channel();
         let core = Arc::new(Core {
             chat: ChatService::new(db.clone(), limits, rate_limiter, bus.clone()),
-            preferences: PreferenceService::new(db.clone(), bus),
+            preferences: PreferenceService::new(db.clone(), bus.clone()),
+            bus,
             notifications: NotificationService::new(db.clone()),
             feed: FeedService::new(db.clone()),
             typing: TypingTracker::new(config.typing_throttle()),

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::JwtKeys;
 use crate::config::Config;
+use crate::domain::cache::CacheBus;
 use crate::domain::chat::ChatService;
 use crate::domain::feed::FeedService;
 use crate::domain::notifications::NotificationService;
@@ -35,6 +36,8 @@ pub struct Core {
     pub metrics: Metrics,
     /// Redis client for health checks and cluster state; `None` on a single node.
     pub redis: Option<fred::clients::Client>,
+    /// Tells the other nodes about changes to node-local state.
+    pub bus: Arc<dyn CacheBus>,
     /// Cancelled once on shutdown; every background task watches it.
     pub shutdown: CancellationToken,
 }

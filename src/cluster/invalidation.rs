@@ -6,6 +6,7 @@ use fred::clients::SubscriberClient;
 use fred::prelude::*;
 
 use crate::domain::cache::{CacheBus, Invalidation};
+use crate::domain::presence::PresenceEvent;
 use crate::state::Core;
 
 /// Publishes invalidations on the cluster's channel.
@@ -66,6 +67,11 @@ pub async fn listen(subscriber: SubscriberClient, core: Arc<Core>) {
         match Invalidation::decode(&text) {
             Some(Invalidation::Room(id)) => core.chat.forget_local(&id),
             Some(Invalidation::Preferences(user)) => core.preferences.forget_local(&user),
+            Some(Invalidation::Typing(user_id)) => {
+                let _ = core
+                    .presence_events
+                    .send(PresenceEvent::TypingEnded { user_id });
+            }
             None => tracing::debug!(payload = %text, "unknown invalidation"),
         }
     }

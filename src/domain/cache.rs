@@ -1,6 +1,7 @@
 //! Keeping per-node caches honest. Services cache what hot paths read (room membership,
 //! preferences) and drop an entry when it changes; in a cluster the other nodes must drop theirs
-//! too, so every change is also published on a [`CacheBus`].
+//! too, so every change is also published on a [`CacheBus`]. Node-local typing state is ended
+//! the same way when a user's last socket, on whichever node, goes away.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -11,6 +12,8 @@ pub enum Invalidation {
     Room(String),
     /// A user's preferences.
     Preferences(String),
+    /// The user's last socket anywhere went away: typing state held for them ends.
+    Typing(String),
 }
 
 impl Invalidation {
@@ -19,12 +22,16 @@ impl Invalidation {
         match self {
             Self::Room(id) => format!("room:{id}"),
             Self::Preferences(user) => format!("prefs:{user}"),
+            Self::Typing(user) => format!("typing:{user}"),
         }
     }
 
     pub fn decode(s: &str) -> Option<Self> {
         if let Some(id) = s.strip_prefix("room:") {
             return Some(Self::Room(id.to_owned()));
+        }
+        if let Some(user) = s.strip_prefix("typing:") {
+            return Some(Self::Typing(user.to_owned()));
         }
         s.strip_prefix("prefs:")
             .map(|u| Self::Preferences(u.to_owned()))
@@ -68,6 +75,7 @@ mod tests {
         for i in [
             Invalidation::Room("r:1".into()),
             Invalidation::Preferences("u".into()),
+            Invalidation::Typing("u:2".into()),
         ] {
             assert_eq!(Invalidation::decode(&i.encode()), Some(i));
         }

@@ -107,8 +107,11 @@ async fn on_disconnect<A: Adapter>(
         0
     });
     if left == 0 {
-        // The user's last socket, on any node: whatever they were typing here is over.
+        // The user's last socket, on any node: whatever they were typing is over, here and on
+        // the node their typing socket was on.
         super::chat::clear_typing(&io, &core, &user.id).await;
+        core.bus
+            .publish(crate::domain::cache::Invalidation::Typing(user.id.clone()));
     }
 }
 

@@ -204,6 +204,10 @@ pub async fn announce<A: Adapter>(
         let user_id = match &event {
             PresenceEvent::Status(change) => change.user_id.clone(),
             PresenceEvent::Activity { user_id, .. } => user_id.clone(),
+            PresenceEvent::TypingEnded { user_id } => {
+                super::chat::clear_typing(&io, &core, user_id).await;
+                continue;
+            }
         };
         let audience = match core.presence.audience(&core.preferences, &user_id).await {
             Ok(a) if a.is_empty() => continue,
@@ -226,6 +230,7 @@ pub async fn announce<A: Adapter>(
                     .send(emitter.to_all(targets), "presence:update", &payload)
                     .await;
             }
+            PresenceEvent::TypingEnded { .. } => {}
             PresenceEvent::Activity {
                 user_id,
                 activity,

@@ -270,4 +270,8 @@ pub enum PresenceEvent {
         activity: String,
         metadata: Value,
     },
+    /// The user has no socket left anywhere: end the typing state this node holds for them.
+    TypingEnded {
+        user_id: String,
+    },
 }
