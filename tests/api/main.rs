@@ -7,6 +7,7 @@ mod common;
 
 mod auth;
 mod chat;
+mod cluster;
 mod config;
 mod health;
 mod migrations;

@@ -4,6 +4,8 @@
 mod postgres;
 mod redis;
 
+pub use redis::url as redis_url;
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
