@@ -102,7 +102,7 @@ impl Application {
         let (presence_tx, presence_rx) = tokio::sync::mpsc::unbounded_channel();
         let core = Arc::new(Core {
             chat: ChatService::new(db.clone(), limits, rate_limiter, bus.clone()),
-            preferences: PreferenceService::new(db.clone(), bus.clone()),
+            preferences: PreferenceService::new(db.clone()),
             bus,
             notifications: NotificationService::new(db.clone()),
             feed: FeedService::new(db.clone()),

@@ -56,7 +56,6 @@ pub async fn listen(subscriber: SubscriberClient, core: Arc<Core>) {
                 // Some invalidations were missed: forget everything rather than serve stale data.
                 tracing::warn!(missed = n, "cache invalidations lagged; clearing caches");
                 core.chat.forget_all_local();
-                core.preferences.forget_all_local();
                 continue;
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
@@ -66,7 +65,6 @@ pub async fn listen(subscriber: SubscriberClient, core: Arc<Core>) {
         };
         match Invalidation::decode(&text) {
             Some(Invalidation::Room(id)) => core.chat.forget_local(&id),
-            Some(Invalidation::Preferences(user)) => core.preferences.forget_local(&user),
             Some(Invalidation::Typing(user_id)) => {
                 let _ = core
                     .presence_events

@@ -1,5 +1,5 @@
-//! Keeping per-node caches honest. Services cache what hot paths read (room membership,
-//! preferences) and drop an entry when it changes; in a cluster the other nodes must drop theirs
+//! Keeping per-node caches honest. Services cache what hot paths read (room membership) and
+//! drop an entry when it changes; in a cluster the other nodes must drop theirs
 //! too, so every change is also published on a [`CacheBus`]. Node-local typing state is ended
 //! the same way when a user's last socket, on whichever node, goes away.
 
@@ -10,18 +10,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub enum Invalidation {
     /// Membership of a room.
     Room(String),
-    /// A user's preferences.
-    Preferences(String),
     /// The user's last socket anywhere went away: typing state held for them ends.
     Typing(String),
 }
 
 impl Invalidation {
-    /// The wire form used between nodes: `room:<id>` / `prefs:<user>`.
+    /// The wire form used between nodes: `room:<id>` / `typing:<user>`.
     pub fn encode(&self) -> String {
         match self {
             Self::Room(id) => format!("room:{id}"),
-            Self::Preferences(user) => format!("prefs:{user}"),
             Self::Typing(user) => format!("typing:{user}"),
         }
     }
@@ -30,11 +27,8 @@ impl Invalidation {
         if let Some(id) = s.strip_prefix("room:") {
             return Some(Self::Room(id.to_owned()));
         }
-        if let Some(user) = s.strip_prefix("typing:") {
-            return Some(Self::Typing(user.to_owned()));
-        }
-        s.strip_prefix("prefs:")
-            .map(|u| Self::Preferences(u.to_owned()))
+        s.strip_prefix("typing:")
+            .map(|user| Self::Typing(user.to_owned()))
     }
 }
 
@@ -74,7 +68,6 @@ mod tests {
     fn round_trips() {
         for i in [
             Invalidation::Room("r:1".into()),
-            Invalidation::Preferences("u".into()),
             Invalidation::Typing("u:2".into()),
         ] {
             assert_eq!(Invalidation::decode(&i.encode()), Some(i));

@@ -1,19 +1,19 @@
 //! Per-user delivery channels per notification type and the three privacy switches. Every
-//! switch defaults to on; a PUT changes only the keys it sends. Read on hot paths (typing,
-//! receipts, presence), so cached per user and dropped on change.
+//! switch defaults to on; a PUT changes only the keys it sends. Always read from the database:
+//! they are consulted on low-rate paths (forwarded typing, receipts, presence changes,
+//! notifications), and a change made through one node must hold on every node at once, which a
+//! per-node cache cannot promise.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::Utc;
-use dashmap::DashMap;
 use entity::notification_preference as prefs;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{DatabaseConnection, EntityTrait, Set};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::domain::cache::{CacheBus, Generation, Invalidation};
 use crate::error::{AppError, AppResult};
 
 /// Notification types the contract names; others matching the type pattern are accepted too.
@@ -144,42 +144,18 @@ impl Preferences {
     }
 }
 
-/// Reads and writes preferences, with a per-user cache.
+/// Reads and writes preferences.
 pub struct PreferenceService {
     db: DatabaseConnection,
-    cache: DashMap<String, Arc<Preferences>>,
-    generation: Generation,
-    bus: Arc<dyn CacheBus>,
 }
 
 impl PreferenceService {
-    pub fn new(db: DatabaseConnection, bus: Arc<dyn CacheBus>) -> Self {
-        Self {
-            db,
-            cache: DashMap::new(),
-            generation: Generation::default(),
-            bus,
-        }
-    }
-
-    /// Forgets every cached preference on this node.
-    pub fn forget_all_local(&self) {
-        self.generation.bump();
-        self.cache.clear();
-    }
-
-    /// Forgets a user's cached preferences on this node (another node changed them).
-    pub fn forget_local(&self, user_id: &str) {
-        self.generation.bump();
-        self.cache.remove(user_id);
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
     }
 
     /// The user's preferences, defaults when none were saved.
     pub async fn get(&self, user_id: &str) -> AppResult<Arc<Preferences>> {
-        if let Some(found) = self.cache.get(user_id) {
-            return Ok(found.clone());
-        }
-        let generation = self.generation.current();
         let loaded = match prefs::Entity::find_by_id(user_id).one(&self.db).await? {
             None => Preferences::default(),
             Some(row) => Preferences {
@@ -189,11 +165,7 @@ impl PreferenceService {
                 share_read_receipts: row.share_read_receipts,
             },
         };
-        let loaded = Arc::new(loaded);
-        if self.generation.current() == generation {
-            self.cache.insert(user_id.to_owned(), loaded.clone());
-        }
-        Ok(loaded)
+        Ok(Arc::new(loaded))
     }
 
     /// Applies a partial update and returns the result.
@@ -226,12 +198,7 @@ impl PreferenceService {
         )
         .exec(&self.db)
         .await?;
-        let next = Arc::new(next);
-        self.generation.bump();
-        self.cache.insert(user_id.to_owned(), next.clone());
-        self.bus
-            .publish(Invalidation::Preferences(user_id.to_owned()));
-        Ok(next)
+        Ok(Arc::new(next))
     }
 }
 

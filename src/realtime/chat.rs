@@ -178,13 +178,17 @@ async fn on_typing<A: Adapter>(
     respond_for("chat:typing", &core, &user, ack, async {
         let p: TypingPayload = parse(data, Payload::Required)?;
         core.chat.require_member(&p.room_id, &user.id).await?;
-        if !core.preferences.get(&user.id).await?.share_typing {
-            return Ok(json!({}));
-        }
         let emitter = Emitter::server(&io, &core);
         if p.is_typing {
             let outcome = core.typing.start(&user.id, &p.room_id, Instant::now());
+            // The preference is read only when something would be shown (at most once per
+            // throttle window); typing state exists only for what was shown, so the automatic
+            // and explicit `false` need no check of their own.
             if outcome.forward {
+                if !core.preferences.get(&user.id).await?.share_typing {
+                    core.typing.stop(&user.id, &p.room_id);
+                    return Ok(json!({}));
+                }
                 emitter.typing(&p.room_id, &user.id, true).await;
             }
             spawn_typing_timeout(
