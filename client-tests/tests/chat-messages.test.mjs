@@ -286,3 +286,20 @@ describe('chat messages: rate limit (RATE_LIMIT_PER_MINUTE=5)', () => {
     ackError(await emitAck(as, 'chat:message', { roomId: room.id, message: 'sixth' }), 'RATE_LIMITED');
   });
 });
+
+describe('chat message order', () => {
+  const ctx = useServer();
+
+  it('one socket\'s messages take seqs, and reach others, in the order they were sent', async () => {
+    const { room, a1, bs } = await groupOfThree(ctx.server, 'order');
+    const delivered = record(bs, 'chat:new_message', inRoom(room.id));
+    const contents = Array.from({ length: 40 }, (_, i) => `m${i}`);
+    // Emitted back to back, without waiting for acks: the server must keep the order.
+    const acks = await Promise.all(contents.map((message) => emitAck(a1, 'chat:message', { roomId: room.id, message })));
+    const seqs = acks.map((ack) => ack.message.seq);
+    assert.deepEqual(seqs, contents.map((_, i) => i + 1), 'seqs out of send order');
+    await delivered.count(contents.length);
+    assert.deepEqual(delivered.items.map((p) => p.message.content), contents, 'delivered out of order');
+    delivered.stop();
+  });
+});

@@ -11,6 +11,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::AckSender;
 use validator::Validate;
 
+use super::order::Turn;
 use crate::error::{AppError, AppResult, from_json_error};
 use crate::state::Core;
 
@@ -69,18 +70,21 @@ where
     }
 }
 
-/// [`respond`] for an authenticated user's event: also records the activity that keeps the
-/// user from turning idle (and brings an idle user back online).
+/// [`respond`] for an authenticated user's event, in the socket's arrival order: waits for the
+/// event's [`Turn`], and records the activity that keeps the user from turning idle (and brings
+/// an idle user back online).
 pub async fn respond_for<A, F>(
     event: &'static str,
     core: &Core,
     user: &crate::auth::AuthUser,
+    turn: Turn,
     ack: AckSender<A>,
     body: F,
 ) where
     A: Adapter,
     F: Future<Output = AppResult<Value>>,
 {
+    turn.wait().await;
     match core
         .presence
         .store
@@ -92,4 +96,5 @@ pub async fn respond_for<A, F>(
         Err(e) => tracing::warn!(user = %user.id, error = ?e, "recording activity failed"),
     }
     respond(event, core, ack, body).await;
+    drop(turn);
 }

@@ -13,6 +13,7 @@ use validator::Validate;
 
 use super::ack::{Payload, parse, respond_for};
 use super::emit::Emitter;
+use super::order::Turn;
 use super::{membership, rooms};
 use crate::auth::AuthUser;
 use crate::domain::chat::{HistoryQuery, MessageType, RoomChange};
@@ -101,11 +102,12 @@ async fn on_join<A: Adapter>(
     socket: SocketRef<A>,
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
+    turn: Turn,
     Extension(user): Extension<AuthUser>,
     State(core): State<Arc<Core>>,
     io: SocketIo<A>,
 ) {
-    respond_for("chat:join", &core, &user, ack, async {
+    respond_for("chat:join", &core, &user, turn, ack, async {
         let p: RoomRef = parse(data, Payload::Required)?;
         let newly_added = core.chat.join_public(&user.id, &p.room_id).await?;
         socket.join(rooms::chat(&p.room_id));
@@ -132,10 +134,11 @@ async fn on_leave<A: Adapter>(
     socket: SocketRef<A>,
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
+    turn: Turn,
     Extension(user): Extension<AuthUser>,
     State(core): State<Arc<Core>>,
 ) {
-    respond_for("chat:leave", &core, &user, ack, async {
+    respond_for("chat:leave", &core, &user, turn, ack, async {
         let p: RoomRef = parse(data, Payload::Required)?;
         core.chat.access(&p.room_id).await?;
         socket.leave(rooms::chat(&p.room_id));
@@ -148,11 +151,12 @@ async fn on_message<A: Adapter>(
     socket: SocketRef<A>,
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
+    turn: Turn,
     Extension(user): Extension<AuthUser>,
     State(core): State<Arc<Core>>,
     io: SocketIo<A>,
 ) {
-    respond_for("chat:message", &core, &user, ack, async {
+    respond_for("chat:message", &core, &user, turn, ack, async {
         let (room_id, body) = parse::<SendPayload>(data, Payload::Required)?.split();
         let sent = core
             .chat
@@ -171,11 +175,12 @@ async fn on_message<A: Adapter>(
 async fn on_typing<A: Adapter>(
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
+    turn: Turn,
     Extension(user): Extension<AuthUser>,
     State(core): State<Arc<Core>>,
     io: SocketIo<A>,
 ) {
-    respond_for("chat:typing", &core, &user, ack, async {
+    respond_for("chat:typing", &core, &user, turn, ack, async {
         let p: TypingPayload = parse(data, Payload::Required)?;
         core.chat.require_member(&p.room_id, &user.id).await?;
         let emitter = Emitter::server(&io, &core);
@@ -238,11 +243,12 @@ async fn on_read<A: Adapter>(
     socket: SocketRef<A>,
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
+    turn: Turn,
     Extension(user): Extension<AuthUser>,
     State(core): State<Arc<Core>>,
     io: SocketIo<A>,
 ) {
-    respond_for("chat:read", &core, &user, ack, async {
+    respond_for("chat:read", &core, &user, turn, ack, async {
         let p: WatermarkPayload = parse(data, Payload::Required)?;
         let mark = core
             .chat
@@ -263,11 +269,12 @@ async fn on_delivered<A: Adapter>(
     socket: SocketRef<A>,
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
+    turn: Turn,
     Extension(user): Extension<AuthUser>,
     State(core): State<Arc<Core>>,
     io: SocketIo<A>,
 ) {
-    respond_for("chat:delivered", &core, &user, ack, async {
+    respond_for("chat:delivered", &core, &user, turn, ack, async {
         let p: WatermarkPayload = parse(data, Payload::Required)?;
         let mark = core
             .chat
@@ -286,10 +293,11 @@ async fn on_delivered<A: Adapter>(
 async fn on_sync<A: Adapter>(
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
+    turn: Turn,
     Extension(user): Extension<AuthUser>,
     State(core): State<Arc<Core>>,
 ) {
-    respond_for("chat:sync", &core, &user, ack, async {
+    respond_for("chat:sync", &core, &user, turn, ack, async {
         let p: SyncPayload = parse(data, Payload::Required)?;
         let limit = p.limit.unwrap_or(SYNC_DEFAULT).min(SYNC_MAX);
         let page = core

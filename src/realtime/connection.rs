@@ -25,6 +25,9 @@ pub async fn on_connect<A: Adapter>(
     State(core): State<Arc<Core>>,
 ) {
     core.metrics.socket_connected();
+    socket
+        .extensions
+        .insert(Arc::new(super::order::Sequencer::default()));
     socket.on_disconnect(on_disconnect::<A>);
     register_handlers(&socket);
 

@@ -3,6 +3,8 @@
 //! Each emit serialises its payload once and hands it to the adapter once, whatever the room
 //! size; the adapter fans it out on every node.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use serde_json::json;
 use socketioxide::SocketIo;
@@ -163,23 +165,31 @@ impl<'a, A: Adapter> Emitter<'a, A> {
         .await;
     }
 
-    /// `chat:room_updated` to every member and to `also` (e.g. just-removed users). Sent per
-    /// user because `unreadCount` is each member's own; room changes are rare, and no query
-    /// is made per recipient.
+    /// `chat:room_updated` to every member and to `also` (e.g. just-removed users). The room
+    /// object carries each member's own `unreadCount`, so members are grouped by that count and
+    /// each group gets one emit: a few serialisations per change, not one per member.
     pub async fn room_updated(&self, room: &Room, change: RoomChange, also: &[String]) {
-        let recipients: Vec<String> = room
-            .member_ids()
-            .map(str::to_owned)
-            .chain(also.iter().cloned())
-            .collect();
-        for user_id in recipients {
-            let payload = json!({ "room": room.clone().for_viewer(&user_id), "change": change });
-            self.send(
-                self.to_all(vec![rooms::user(&user_id)]),
-                "chat:room_updated",
-                &payload,
-            )
-            .await;
+        let mut by_unread: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+        for member in &room.members {
+            let unread = (room.last_seq - member.read_seq).max(0);
+            by_unread
+                .entry(unread)
+                .or_default()
+                .push(rooms::user(&member.user_id));
+        }
+        by_unread
+            .entry(0)
+            .or_default()
+            .extend(also.iter().map(|u| rooms::user(u)));
+        let mut room = room.clone();
+        for (unread, targets) in by_unread {
+            if targets.is_empty() {
+                continue;
+            }
+            room.unread_count = unread;
+            let payload = json!({ "room": room, "change": change });
+            self.send(self.to_all(targets), "chat:room_updated", &payload)
+                .await;
         }
     }
 

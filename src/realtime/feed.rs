@@ -17,8 +17,9 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use validator::Validate;
 
-use super::ack::{Payload, parse, respond};
+use super::ack::{Payload, parse, respond_for};
 use super::emit::Emitter;
+use super::order::Turn;
 use super::rooms;
 use crate::auth::AuthUser;
 use crate::domain::feed::{Activity, Audience};
@@ -49,10 +50,11 @@ async fn on_subscribe<A: Adapter>(
     socket: SocketRef<A>,
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
+    turn: Turn,
     Extension(user): Extension<AuthUser>,
     State(core): State<Arc<Core>>,
 ) {
-    respond("feed:subscribe", &core, ack, async {
+    respond_for("feed:subscribe", &core, &user, turn, ack, async {
         let p: SubscribePayload = parse(data, Payload::Optional)?;
         socket.join(rooms::feed(&user.id));
         if p.following_only == Some(true) {
@@ -70,10 +72,11 @@ async fn on_unsubscribe<A: Adapter>(
     socket: SocketRef<A>,
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
+    turn: Turn,
     Extension(user): Extension<AuthUser>,
     State(core): State<Arc<Core>>,
 ) {
-    respond("feed:unsubscribe", &core, ack, async {
+    respond_for("feed:unsubscribe", &core, &user, turn, ack, async {
         parse::<Empty>(data, Payload::Optional)?;
         socket.leave(vec![rooms::feed(&user.id), rooms::FEED_PUBLIC.to_owned()]);
         Ok(json!({}))

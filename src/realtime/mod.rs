@@ -9,6 +9,7 @@ pub mod emit;
 mod feed;
 mod membership;
 mod notifications;
+mod order;
 pub mod presence;
 pub mod rooms;
 

@@ -11,6 +11,7 @@ use validator::Validate;
 
 use super::ack::{Payload, parse, respond_for};
 use super::emit::Emitter;
+use super::order::Turn;
 use crate::auth::AuthUser;
 use crate::http::MarkReadBody;
 use crate::state::Core;
@@ -29,10 +30,11 @@ struct Empty {}
 async fn on_subscribe<A: Adapter>(
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
+    turn: Turn,
     Extension(user): Extension<AuthUser>,
     State(core): State<Arc<Core>>,
 ) {
-    respond_for("notifications:subscribe", &core, &user, ack, async {
+    respond_for("notifications:subscribe", &core, &user, turn, ack, async {
         parse::<Empty>(data, Payload::Optional)?;
         let (items, _) = core
             .notifications
@@ -48,11 +50,12 @@ async fn on_mark_read<A: Adapter>(
     socket: SocketRef<A>,
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
+    turn: Turn,
     Extension(user): Extension<AuthUser>,
     State(core): State<Arc<Core>>,
     io: SocketIo<A>,
 ) {
-    respond_for("notifications:mark_read", &core, &user, ack, async {
+    respond_for("notifications:mark_read", &core, &user, turn, ack, async {
         let body: MarkReadBody = parse(data, Payload::Required)?;
         let (updated, unread) = core
             .notifications

@@ -14,6 +14,7 @@ use validator::Validate;
 
 use super::ack::{Payload, parse, respond_for};
 use super::emit::Emitter;
+use super::order::Turn;
 use super::rooms;
 use crate::auth::AuthUser;
 use crate::domain::presence::{PresenceEvent, Status, StatusChange};
@@ -63,10 +64,11 @@ pub async fn set_activity(core: &Core, user_id: &str, payload: ActivityPayload) 
 async fn on_activity<A: Adapter>(
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
+    turn: Turn,
     Extension(user): Extension<AuthUser>,
     State(core): State<Arc<Core>>,
 ) {
-    respond_for("presence:activity", &core, &user, ack, async {
+    respond_for("presence:activity", &core, &user, turn, ack, async {
         let payload: ActivityPayload = parse(data, Payload::Required)?;
         set_activity(&core, &user.id, payload).await?;
         Ok(json!({}))
@@ -91,10 +93,11 @@ enum ChosenStatus {
 async fn on_status<A: Adapter>(
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
+    turn: Turn,
     Extension(user): Extension<AuthUser>,
     State(core): State<Arc<Core>>,
 ) {
-    respond_for("presence:status", &core, &user, ack, async {
+    respond_for("presence:status", &core, &user, turn, ack, async {
         let payload: StatusPayload = parse(data, Payload::Required)?;
         let status = match payload.status {
             ChosenStatus::Online => Status::Online,
