@@ -17,7 +17,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { io } from 'socket.io-client';
-import { loadavg, machineCpuMs, memory, processCpuMs } from './lib/proc.mjs';
+import { loadavg, machineCpuMs, memory, processCpu } from './lib/proc.mjs';
 import { api, externalServer, spawnServer } from './lib/server.mjs';
 import { fmtInt, fmtMb, fmtMs, fmtPct, summary } from './lib/stats.mjs';
 
@@ -289,7 +289,7 @@ async function health(server) {
 function cpuWindow(server) {
   const start = {
     t: now(),
-    server: processCpuMs(server.pid),
+    server: processCpu(server.pid),
     machine: machineCpuMs(),
     self: process.cpuUsage(),
   };
@@ -299,13 +299,16 @@ function cpuWindow(server) {
     if (m && !(m.rssKb <= peakRssKb)) peakRssKb = m.rssKb;
   }, 200);
   return {
-    /** Ends the window; `workerCpuMs` is the load generator's worker CPU in the window. */
-    end(workerCpuMs) {
+    /** Ends the window; `reports` carry the workers' CPU time (`cpuMs`, `cpuSysMs`) in it. */
+    end(reports) {
       clearInterval(sampler);
       const wallMs = now() - start.t;
-      const serverMs = start.server === null ? NaN : processCpuMs(server.pid) - start.server;
+      const srv = start.server && processCpu(server.pid);
+      const serverMs = srv ? srv.userMs + srv.sysMs - start.server.userMs - start.server.sysMs : NaN;
+      const serverSysMs = srv ? srv.sysMs - start.server.sysMs : NaN;
       const self = process.cpuUsage(start.self);
-      const clientMs = workerCpuMs + (self.user + self.system) / 1000;
+      const clientMs = reports.reduce((a, r) => a + (r.cpuMs ?? 0), 0) + (self.user + self.system) / 1000;
+      const clientSysMs = reports.reduce((a, r) => a + (r.cpuSysMs ?? 0), 0) + self.system / 1000;
       const m = machineCpuMs();
       const machineBusyMs = m && start.machine ? m.busyMs - start.machine.busyMs : NaN;
       const machineTotalMs = m && start.machine ? m.totalMs - start.machine.totalMs : NaN;
@@ -314,7 +317,9 @@ function cpuWindow(server) {
       return {
         wallMs,
         serverCpuMs: serverMs,
+        serverSysMs,
         clientCpuMs: clientMs,
+        clientSysMs,
         otherCpuMs: Number.isFinite(serverMs) ? machineBusyMs - serverMs - clientMs : NaN,
         machineBusyPct: (100 * machineBusyMs) / machineTotalMs,
         // percentages of ONE core (a 2-core machine has 200%)
@@ -331,8 +336,8 @@ function cpuWindow(server) {
 function cpuLines(c, cores) {
   return [
     `CPU in window   ${fmtInt(c.wallMs)} ms wall, machine ${fmtPct(c.machineBusyPct)} busy of ${cores} cores`,
-    `  server        ${fmtInt(c.serverCpuMs)} ms  (${fmtPct(c.serverPct)} of one core)`,
-    `  load gen      ${fmtInt(c.clientCpuMs)} ms  (${fmtPct(c.clientPct)} of one core; all bench processes)`,
+    `  server        ${fmtInt(c.serverCpuMs)} ms  (${fmtPct(c.serverPct)} of one core; ${fmtInt(c.serverSysMs)} ms of it in the kernel)`,
+    `  load gen      ${fmtInt(c.clientCpuMs)} ms  (${fmtPct(c.clientPct)} of one core, all bench processes; ${fmtInt(c.clientSysMs)} ms in the kernel)`,
     `  other procs   ${fmtInt(c.otherCpuMs)} ms  (${fmtPct(c.otherPct)} of one core)`,
   ];
 }
@@ -413,13 +418,16 @@ async function fanout(opts, server, workers, runId, cores) {
   const S = senderSockets.length;
 
   const acks = { ms: [], errors: {}, pending: 0 };
+  const ackSeq = new Float64Array(opts.messages); // seq the server gave measured message i
   let doneAcks = null;
   const ackDone = () => {
     acks.pending -= 1;
     if (acks.pending === 0 && doneAcks) doneAcks();
   };
-  const sendOne = (phase, i, cb) => {
-    const socket = senderSockets[i % S];
+  const senderOf = new Uint16Array(opts.messages); // which sender socket sent measured message i
+  const sendOne = (phase, i, cb, k = i % S) => {
+    const socket = senderSockets[k];
+    if (phase === 'm') senderOf[i] = k;
     const sentAt = now();
     acks.pending += 1;
     socket.timeout(30_000).emit(
@@ -431,7 +439,10 @@ async function fanout(opts, server, workers, runId, cores) {
           else if (!ack || ack.ok !== true) {
             const code = ack?.error?.code ?? 'BAD_ACK';
             acks.errors[code] = (acks.errors[code] || 0) + 1;
-          } else acks.ms.push(now() - sentAt);
+          } else {
+            acks.ms.push(now() - sentAt);
+            ackSeq[i] = ack.message?.seq ?? 0;
+          }
         } else if (err || !ack?.ok) {
           acks.errors[`warmup ${err ? 'TIMEOUT' : ack?.error?.code}`] = 1;
         }
@@ -489,11 +500,11 @@ async function fanout(opts, server, workers, runId, cores) {
     let next = 0;
     await Promise.all(
       senderSockets.map(
-        () =>
+        (_, k) =>
           new Promise((resolve) => {
             const loop = () => {
               if (next >= opts.messages) return resolve();
-              sendOne('m', next++, loop);
+              sendOne('m', next++, loop, k);
             };
             loop();
           }),
@@ -505,7 +516,7 @@ async function fanout(opts, server, workers, runId, cores) {
   const expected = opts.messages * N;
   await waitDeliveries('m', expected);
   const reports = await Promise.all(workers.map((w) => w.request({ type: 'report' }, 'report')));
-  const cpu = window.end(reports.reduce((a, r) => a + (r.cpuMs ?? 0), 0));
+  const cpu = window.end(reports);
   for (const s of senderSockets) s.close();
 
   const lat = [];
@@ -531,9 +542,22 @@ async function fanout(opts, server, workers, runId, cores) {
     for (let k = 0; k < opts.messages; k += 1) perMsg[k] += r.perMsg[k];
     for (const [k, v] of Object.entries(r.disconnects)) disconnects[k] = (disconnects[k] || 0) + v;
   }
+  // A sender's messages should get increasing seqs in the order that socket sent them.
+  let senderInversions = 0;
+  const maxSeqOf = new Float64Array(S);
+  for (let i = 0; i < opts.messages; i += 1) {
+    if (!ackSeq[i]) continue;
+    const k = senderOf[i];
+    if (ackSeq[i] < maxSeqOf[k]) senderInversions += 1;
+    maxSeqOf[k] = Math.max(maxSeqOf[k], ackSeq[i]);
+  }
   let incomplete = 0;
   for (let k = 0; k < opts.messages; k += 1) if (perMsg[k] !== N) incomplete += 1;
   const l = summary(lat);
+  const histogram = new Array(501).fill(0); // 1 ms buckets; the last one is ">= 500 ms"
+  for (const v of lat) histogram[Math.min(500, Math.max(0, Math.floor(v)))] += 1;
+  const ackHistogram = new Array(501).fill(0);
+  for (const v of acks.ms) ackHistogram[Math.min(500, Math.max(0, Math.floor(v)))] += 1;
   const a = summary(acks.ms);
   const spanMs = (lastRecv || now()) - firstSend;
   const deliveriesPerSec = (received * 1000) / spanMs;
@@ -544,6 +568,7 @@ async function fanout(opts, server, workers, runId, cores) {
     [dups === 0, `no duplicate deliveries (${dups})`],
     [ackErrors === 0, `every chat:message acked ok (${ackErrors} errors)`],
     [open === N, `no receiver disconnected (${N - open} gone)`],
+    [!server.exited, `server stayed up${server.exited ? ` (it exited: ${JSON.stringify(server.exited)})` : ''}`],
     [deliveriesPerSec >= opts.targetDeliveries, `>= ${fmtInt(opts.targetDeliveries)} deliveries/s (${fmtInt(deliveriesPerSec)})`],
     [l.p99 <= opts.targetP99, `delivery p99 <= ${opts.targetP99} ms (${fmtMs(l.p99)})`],
   ];
@@ -562,7 +587,8 @@ async function fanout(opts, server, workers, runId, cores) {
     `                server fan-out incl. senders' other sockets: ${fmtInt(opts.messages * (N + S - 1))} packets`,
     `delivery lat.   p50 ${fmtMs(l.p50)}  p90 ${fmtMs(l.p90)}  p99 ${fmtMs(l.p99)}  max ${fmtMs(l.max)}`,
     `ack latency     p50 ${fmtMs(a.p50)}  p99 ${fmtMs(a.p99)}  max ${fmtMs(a.max)}  errors ${JSON.stringify(acks.errors)}`,
-    `seq order       ${outOfOrder} deliveries arrived with a lower seq than the previous one on that socket`,
+    `seq order       ${outOfOrder} deliveries arrived with a lower seq than the previous one on that socket; ` +
+      `${senderInversions} messages got a lower seq than an earlier message of the same sender socket`,
     `foreign events  ${foreign}; receiver disconnects ${JSON.stringify(disconnects)}`,
     `server RSS      ${fmtMb(cpu.serverRssKb)} at end, peak ${fmtMb(cpu.serverPeakRssKb)}; bench workers RSS ${fmtMb(workerRssKb)}`,
     ...cpuLines(cpu, cores),
@@ -593,10 +619,13 @@ async function fanout(opts, server, workers, runId, cores) {
       dups,
       incompleteMessages: incomplete,
       outOfOrder,
+      senderInversions,
       deliveriesPerSec,
       spanMs,
       sendMs: lastSend - firstSend,
       latencyMs: l,
+      latencyHistogramMs: histogram,
+      ackHistogramMs: ackHistogram,
       ackMs: a,
       ackErrors: acks.errors,
       disconnects,
@@ -621,6 +650,8 @@ async function connectScenario(opts, server, workers, runId, cores) {
   await sleep(500);
   await waitQuiet(opts.quietWaitSec);
   const before = memory(server.pid);
+  for (const w of workers) w.tell({ type: 'arm' });
+  await sleep(50);
   const window = cpuWindow(server);
   const conn = await connectVia(workers, server, tokens, {
     roomId,
@@ -629,12 +660,13 @@ async function connectScenario(opts, server, workers, runId, cores) {
     client: opts.client,
   });
   const workerCpu = await Promise.all(workers.map((w) => w.request({ type: 'report' }, 'report')));
-  const cpu = window.end(workerCpu.reduce((a, r) => a + (r.cpuMs ?? 0), 0));
+  const cpu = window.end(workerCpu);
   await sleep(1000);
   const after = memory(server.pid);
   const h = await health(server);
   const perConnKb = before && after ? (after.rssKb - before.rssKb) / Math.max(1, conn.ok) : NaN;
-  const ok = conn.ok === K;
+  const ok = conn.ok === K && !server.exited;
+  if (server.exited) console.log(`server exited during the run: ${JSON.stringify(server.exited)}`);
   const lines = [
     '',
     `== connect: ${fmtInt(K)} ${opts.client} websocket sockets (${users.length} users x ${opts.perUser})` +
@@ -659,7 +691,13 @@ async function connectScenario(opts, server, workers, runId, cores) {
 // ---------------------------------------------------------------------------------------------
 
 async function main() {
-  const opts = options();
+  let opts;
+  try {
+    opts = options();
+  } catch (err) {
+    console.error(`${err.message}\n\n${USAGE}`);
+    process.exit(2);
+  }
   const cores = (await import('node:os')).availableParallelism();
   const runId = Date.now().toString(36);
   const nSockets = opts.scenario === 'fanout' ? opts.sockets : opts.connections;

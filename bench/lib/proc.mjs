@@ -15,8 +15,8 @@ export function memory(pid) {
   if (!pid) return null;
   try {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const kb = (key) => Number((status.match(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm')) || [])[1] ?? NaN);
-    return { rssKb: kb('VmRSS'), hwmKb: kb('VmHWM'), threads: kb('Threads') };
+    const field = (key) => Number((status.match(new RegExp(`^${key}:\\s+(\\d+)`, 'm')) || [])[1] ?? NaN);
+    return { rssKb: field('VmRSS'), hwmKb: field('VmHWM'), threads: field('Threads') };
   } catch {
     return null;
   }
@@ -24,6 +24,12 @@ export function memory(pid) {
 
 /** CPU time (user + system) of `pid` in milliseconds, or null. */
 export function processCpuMs(pid) {
+  const t = processCpu(pid);
+  return t && t.userMs + t.sysMs;
+}
+
+/** `{ userMs, sysMs }` CPU time of `pid`, or null. */
+export function processCpu(pid) {
   if (!pid) return null;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -31,7 +37,7 @@ export function processCpuMs(pid) {
     const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     const utime = Number(rest[11]);
     const stime = Number(rest[12]);
-    return ((utime + stime) * 1000) / clkTck;
+    return { userMs: (utime * 1000) / clkTck, sysMs: (stime * 1000) / clkTck };
   } catch {
     return null;
   }

@@ -96,12 +96,13 @@ export async function spawnServer(envOverrides = {}) {
     PORT: String(port),
     DATABASE_URL: `sqlite://${tmp}/sb.db?mode=rwc`,
     JWT_SECRET: BENCH_SECRET,
-    RUST_LOG: 'warn',
+    RUST_LOG: 'warn,switchboard::startup=info',
     NO_COLOR: '1',
     RATE_LIMIT_PER_MINUTE: '1000000',
     ...envOverrides,
   };
   const child = spawn(bin, ['serve'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const startedAt = Date.now();
   let stderr = '';
   const keep = (chunk) => {
     stderr = (stderr + chunk.toString()).slice(-STDERR_KEEP);
@@ -110,8 +111,16 @@ export async function spawnServer(envOverrides = {}) {
   child.stderr.on('data', keep);
   child.stdout.on('data', keep);
   let exited = null;
+  let stopping = false;
   const exitPromise = new Promise((resolve) => {
-    child.on('exit', (code, signal) => resolve((exited = { code, signal })));
+    child.on('exit', (code, signal) => {
+      exited = { code, signal, afterMs: Date.now() - startedAt };
+      if (!stopping) {
+        const why = /shutting down/.test(stderr) ? ' after a graceful shutdown (it was sent SIGTERM/SIGINT)' : '';
+        console.error(`\nWARNING: switchboard (pid ${child.pid}) exited unexpectedly: ${JSON.stringify(exited)}${why}`);
+      }
+      resolve(exited);
+    });
     child.on('error', (error) => resolve((exited = { code: null, signal: null, error })));
   });
   const url = `http://127.0.0.1:${port}`;
@@ -142,6 +151,7 @@ export async function spawnServer(envOverrides = {}) {
       return exited;
     },
     stop() {
+      stopping = true;
       stopped ??= (async () => {
         if (!exited) {
           child.kill('SIGTERM');
@@ -156,6 +166,7 @@ export async function spawnServer(envOverrides = {}) {
     },
     /** Synchronous last-resort kill (process 'exit' handler). */
     killNow() {
+      stopping = true;
       if (!exited) child.kill('SIGKILL');
     },
   };

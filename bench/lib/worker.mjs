@@ -284,6 +284,7 @@ process.on('message', async (msg) => {
         disconnects,
         open,
         cpuMs: (cpu.user + cpu.system) / 1000,
+        cpuSysMs: cpu.system / 1000,
         rssKb: Math.round(process.memoryUsage().rss / 1024),
       });
       break;

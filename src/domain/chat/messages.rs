@@ -103,12 +103,19 @@ impl ChatService {
             edited_at: Set(None),
             deleted: Set(false),
         };
+        // SQLite has one write lock and its waiters poll for it with sleeps; queueing here
+        // wakes the next sender as soon as the previous commit is done.
+        let _queued = match &self.sqlite_writes {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
         let result = self
             .db
             .transaction::<_, message::Model, sea_orm::DbErr>(|tx| {
                 Box::pin(async move { insert_next(tx, row).await })
             })
             .await;
+        drop(_queued);
         match result {
             Ok(stored) => Ok(Sent {
                 message: stored.into(),

@@ -49,6 +49,8 @@ pub struct ChatService {
     access: DashMap<String, Arc<RoomAccess>>,
     generation: Generation,
     bus: Arc<dyn CacheBus>,
+    /// On SQLite, message inserts queue here rather than in SQLite's sleeping busy handler.
+    sqlite_writes: Option<tokio::sync::Mutex<()>>,
 }
 
 impl ChatService {
@@ -59,12 +61,14 @@ impl ChatService {
         bus: Arc<dyn CacheBus>,
     ) -> Self {
         Self {
-            db,
             limits,
             rate_limiter,
             access: DashMap::new(),
             generation: Generation::default(),
             bus,
+            sqlite_writes: (db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite)
+                .then(|| tokio::sync::Mutex::new(())),
+            db,
         }
     }
 
