@@ -242,8 +242,9 @@ fn collect_field_errors(
     }
 }
 
-/// `reply_to_id` → `replyToId`.
+/// `reply_to_id` → `replyToId`; a raw identifier (`r#type`) is its plain name.
 fn camel_case(snake: &str) -> String {
+    let snake = snake.strip_prefix("r#").unwrap_or(snake);
     let mut out = String::with_capacity(snake.len());
     let mut upper = false;
     for c in snake.chars() {
@@ -295,6 +296,7 @@ mod tests {
         assert_eq!(camel_case("notification_ids"), "notificationIds");
         assert_eq!(camel_case("room_id"), "roomId");
         assert_eq!(camel_case("name"), "name");
+        assert_eq!(camel_case("r#type"), "type");
         let err = AppError::from(
             Body {
                 reply_to_id: "xx".into(),

@@ -2,12 +2,7 @@
 //! user profiles, the follow graph, notifications, feed activities and free-form broadcasts.
 //! Every route takes [`ServiceCaller`], so a missing or wrong key (or no `SERVICE_API_KEY` at
 //! all) is a 401 and a user JWT is never accepted here.
-//!
-//! Bodies are checked by hand-written [`Validate`] impls rather than the derive: the derive
-//! names failing fields after Rust fields (`user_ids`), while the backend sent (and must read
-//! back in `details`) the camelCase wire names (`userIds`).
 
-use std::borrow::Cow;
 use std::collections::HashSet;
 
 use axum::Router;
@@ -19,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use socketioxide::adapter::Adapter;
-use validator::{Validate, ValidateUrl, ValidationError, ValidationErrors};
+use validator::{Validate, ValidationError};
 
 use super::json::Json;
 use crate::auth::ServiceCaller;
@@ -32,10 +27,6 @@ use crate::realtime::emit::Emitter;
 use crate::realtime::rooms;
 use crate::state::AppState;
 
-/// Most recipients of one `POST /notifications`.
-const MAX_NOTIFICATION_RECIPIENTS: usize = 1000;
-/// Most rooms, users or exceptions in one `POST /broadcast`.
-const MAX_BROADCAST_TARGETS: usize = 1000;
 /// Longest room name a broadcast may target.
 const MAX_ROOM_NAME_CHARS: usize = 256;
 /// Events Socket.IO clients reserve for themselves; emitting them would confuse client code.
@@ -58,79 +49,61 @@ pub fn router<A: Adapter>() -> Router<AppState<A>> {
         .route("/broadcast", post(broadcast::<A>))
 }
 
-/// Field errors under wire names, turned into the `INVALID_PAYLOAD` details by [`AppError`].
-#[derive(Default)]
-struct Checks(ValidationErrors);
+/// `type`: the notification type pattern.
+fn valid_notification_type(value: &str) -> Result<(), ValidationError> {
+    is_valid_type(value)
+        .then_some(())
+        .ok_or_else(|| invalid("must match ^[a-z][a-z_]{0,31}$"))
+}
 
-impl Checks {
-    /// Records `message` against `field` unless `ok`.
-    fn check(&mut self, ok: bool, field: &'static str, message: impl Into<Cow<'static, str>>) {
-        if !ok {
-            let error = ValidationError::new("invalid").with_message(message.into());
-            self.0.add(field, error);
-        }
-    }
+/// `priority`: one of the four levels.
+fn valid_priority(value: &str) -> Result<(), ValidationError> {
+    PRIORITIES
+        .contains(&value)
+        .then_some(())
+        .ok_or_else(|| invalid("must be one of low, normal, high, urgent"))
+}
 
-    /// Checks an optional string's length in characters.
-    fn length(&mut self, value: Option<&str>, field: &'static str, min: usize, max: usize) {
-        if let Some(value) = value {
-            let len = value.chars().count();
-            let message = if min == 0 {
-                format!("must be at most {max} characters")
-            } else {
-                format!("must be {min} to {max} characters")
-            };
-            self.check((min..=max).contains(&len), field, message);
-        }
-    }
+/// `data`: a JSON object.
+fn json_object(value: &Value) -> Result<(), ValidationError> {
+    value
+        .is_object()
+        .then_some(())
+        .ok_or_else(|| invalid("must be an object"))
+}
 
-    /// Checks a user id (1 to 128 characters).
-    fn user_id(&mut self, value: Option<&str>, field: &'static str) {
-        self.length(value, field, 1, crate::auth::MAX_USER_ID_LEN);
-    }
+/// `event`: not one of the names Socket.IO clients reserve.
+fn not_reserved(event: &str) -> Result<(), ValidationError> {
+    (!RESERVED_EVENTS.contains(&event))
+        .then_some(())
+        .ok_or_else(|| invalid("is reserved by Socket.IO"))
+}
 
-    /// Checks a list of user ids: each valid, and between `min` and `max` of them.
-    fn user_ids(&mut self, ids: Option<&[String]>, field: &'static str, min: usize, max: usize) {
-        let Some(ids) = ids else { return };
-        let message = if min == 0 {
-            format!("must list at most {max} user ids")
-        } else {
-            format!("must list {min} to {max} user ids")
-        };
-        self.check((min..=max).contains(&ids.len()), field, message);
-        if let Err(error) = crate::http::validate_user_ids(ids) {
-            self.0.add(field, error);
-        }
-    }
+/// `rooms` / `except`: Socket.IO room names of sane length.
+fn room_names(rooms: &[String]) -> Result<(), ValidationError> {
+    rooms
+        .iter()
+        .all(|r| (1..=MAX_ROOM_NAME_CHARS).contains(&r.chars().count()))
+        .then_some(())
+        .ok_or_else(|| invalid("each room name must be 1 to 256 characters"))
+}
 
-    fn done(self) -> Result<(), ValidationErrors> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(self.0)
-        }
-    }
+fn invalid(message: &'static str) -> ValidationError {
+    ValidationError::new("invalid").with_message(message.into())
 }
 
 // ---- users ----
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Validate)]
 #[serde(rename_all = "camelCase")]
 struct UserBody {
+    #[validate(length(min = 1, max = 200, message = "must be 1 to 200 characters"))]
     name: String,
+    #[validate(
+        url(message = "must be a URL"),
+        length(max = 2048, message = "must be at most 2048 characters")
+    )]
     avatar_url: Option<String>,
-}
-
-impl Validate for UserBody {
-    fn validate(&self) -> Result<(), ValidationErrors> {
-        let mut checks = Checks::default();
-        checks.length(Some(&self.name), "name", 1, 200);
-        checks.length(self.avatar_url.as_deref(), "avatarUrl", 1, 2048);
-        if let Some(url) = &self.avatar_url {
-            checks.check(url.validate_url(), "avatarUrl", "must be a URL");
-        }
-        checks.done()
-    }
 }
 
 async fn upsert_user<A: Adapter>(
@@ -157,20 +130,13 @@ async fn upsert_user<A: Adapter>(
 
 // ---- follows ----
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Validate)]
 #[serde(rename_all = "camelCase")]
 struct FollowBody {
+    #[validate(length(min = 1, max = 128, message = "must be 1 to 128 characters"))]
     follower_id: String,
+    #[validate(length(min = 1, max = 128, message = "must be 1 to 128 characters"))]
     followee_id: String,
-}
-
-impl Validate for FollowBody {
-    fn validate(&self) -> Result<(), ValidationErrors> {
-        let mut checks = Checks::default();
-        checks.user_id(Some(&self.follower_id), "followerId");
-        checks.user_id(Some(&self.followee_id), "followeeId");
-        checks.done()
-    }
 }
 
 /// Idempotent: 200 with the edge whether it was new or already there.
@@ -198,53 +164,29 @@ async fn unfollow<A: Adapter>(
 
 // ---- notifications ----
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Validate)]
 #[serde(rename_all = "camelCase")]
 struct NotificationBody {
+    #[validate(
+        length(min = 1, max = 1000, message = "must list 1 to 1000 user ids"),
+        custom(function = "crate::http::validate_user_ids")
+    )]
     user_ids: Vec<String>,
-    #[serde(rename = "type")]
-    notification_type: String,
+    #[validate(custom(function = "valid_notification_type"))]
+    r#type: String,
+    #[validate(length(min = 1, max = 200, message = "must be 1 to 200 characters"))]
     title: String,
+    #[validate(length(max = 2000, message = "must be at most 2000 characters"))]
     message: String,
+    #[validate(custom(function = "json_object"))]
     data: Option<Value>,
+    #[validate(custom(function = "valid_priority"))]
     priority: Option<String>,
+    #[validate(length(min = 1, max = 128, message = "must be 1 to 128 characters"))]
     actor_id: Option<String>,
     expires_at: Option<DateTime<Utc>>,
+    #[validate(length(min = 1, max = 128, message = "must be 1 to 128 characters"))]
     dedup_key: Option<String>,
-}
-
-impl Validate for NotificationBody {
-    fn validate(&self) -> Result<(), ValidationErrors> {
-        let mut checks = Checks::default();
-        checks.user_ids(
-            Some(&self.user_ids),
-            "userIds",
-            1,
-            MAX_NOTIFICATION_RECIPIENTS,
-        );
-        checks.check(
-            is_valid_type(&self.notification_type),
-            "type",
-            "must match ^[a-z][a-z_]{0,31}$",
-        );
-        checks.length(Some(&self.title), "title", 1, 200);
-        checks.length(Some(&self.message), "message", 0, 2000);
-        checks.check(
-            matches!(self.data, None | Some(Value::Null | Value::Object(_))),
-            "data",
-            "must be an object",
-        );
-        if let Some(priority) = &self.priority {
-            checks.check(
-                PRIORITIES.contains(&priority.as_str()),
-                "priority",
-                "must be one of low, normal, high, urgent",
-            );
-        }
-        checks.user_id(self.actor_id.as_deref(), "actorId");
-        checks.length(self.dedup_key.as_deref(), "dedupKey", 1, 128);
-        checks.done()
-    }
 }
 
 /// Creates one notification per distinct user and delivers the live ones. 201 with
@@ -263,7 +205,7 @@ async fn create_notifications<A: Adapter>(
         .collect();
     let input = NewNotification {
         user_ids,
-        notification_type: body.notification_type,
+        notification_type: body.r#type,
         title: body.title,
         message: body.message,
         data: match body.data {
@@ -302,7 +244,9 @@ async fn create_notifications<A: Adapter>(
 
 // ---- feed ----
 
-#[derive(Deserialize)]
+/// The activity's own rules live with the domain (`NewActivity::validate`), which reports every
+/// failing field under its wire name; `publish` runs them.
+#[derive(Deserialize, Validate)]
 #[serde(rename_all = "camelCase")]
 struct ActivityBody {
     activity_type: String,
@@ -328,14 +272,6 @@ impl ActivityBody {
     }
 }
 
-/// The activity's own rules live with the domain ([`NewActivity::validate`]), which reports
-/// every failing field under its wire name; `publish` runs them.
-impl Validate for ActivityBody {
-    fn validate(&self) -> Result<(), ValidationErrors> {
-        Ok(())
-    }
-}
-
 /// Stores the activity and fans it out; 201 with the stored activity.
 async fn publish_activity<A: Adapter>(
     State(state): State<AppState<A>>,
@@ -352,60 +288,30 @@ async fn publish_activity<A: Adapter>(
 
 // ---- broadcast ----
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Validate)]
 #[serde(rename_all = "camelCase")]
 struct BroadcastBody {
+    #[validate(
+        length(min = 1, max = 64, message = "must be 1 to 64 characters"),
+        custom(function = "not_reserved")
+    )]
     event: String,
     data: Value,
+    #[validate(
+        length(max = 1000, message = "must list at most 1000 rooms"),
+        custom(function = "room_names")
+    )]
     rooms: Option<Vec<String>>,
+    #[validate(
+        length(max = 1000, message = "must list at most 1000 user ids"),
+        custom(function = "crate::http::validate_user_ids")
+    )]
     user_ids: Option<Vec<String>>,
+    #[validate(
+        length(max = 1000, message = "must list at most 1000 rooms"),
+        custom(function = "room_names")
+    )]
     except: Option<Vec<String>>,
-}
-
-impl BroadcastBody {
-    fn check_rooms(checks: &mut Checks, rooms: Option<&[String]>, field: &'static str) {
-        let Some(rooms) = rooms else { return };
-        checks.check(
-            rooms.len() <= MAX_BROADCAST_TARGETS,
-            field,
-            format!("must list at most {MAX_BROADCAST_TARGETS} rooms"),
-        );
-        checks.check(
-            rooms
-                .iter()
-                .all(|r| (1..=MAX_ROOM_NAME_CHARS).contains(&r.chars().count())),
-            field,
-            format!("each room name must be 1 to {MAX_ROOM_NAME_CHARS} characters"),
-        );
-    }
-}
-
-impl Validate for BroadcastBody {
-    fn validate(&self) -> Result<(), ValidationErrors> {
-        let mut checks = Checks::default();
-        checks.length(Some(&self.event), "event", 1, 64);
-        checks.check(
-            !RESERVED_EVENTS.contains(&self.event.as_str()),
-            "event",
-            "is reserved by Socket.IO",
-        );
-        Self::check_rooms(&mut checks, self.rooms.as_deref(), "rooms");
-        Self::check_rooms(&mut checks, self.except.as_deref(), "except");
-        checks.user_ids(
-            self.user_ids.as_deref(),
-            "userIds",
-            0,
-            MAX_BROADCAST_TARGETS,
-        );
-        let targets =
-            self.rooms.as_ref().map_or(0, Vec::len) + self.user_ids.as_ref().map_or(0, Vec::len);
-        checks.check(
-            targets > 0,
-            "rooms",
-            "give at least one room in rooms or one user in userIds",
-        );
-        checks.done()
-    }
 }
 
 /// One emit, cluster-wide, to `rooms` plus `user:{id}` of each of `userIds`, minus the sockets
@@ -416,6 +322,14 @@ async fn broadcast<A: Adapter>(
     _: ServiceCaller,
     Json(body): Json<BroadcastBody>,
 ) -> AppResult<Response> {
+    if body.rooms.as_ref().is_none_or(Vec::is_empty)
+        && body.user_ids.as_ref().is_none_or(Vec::is_empty)
+    {
+        return Err(AppError::field(
+            "rooms",
+            "give at least one room in rooms or one user in userIds",
+        ));
+    }
     let mut targets = body.rooms.unwrap_or_default();
     targets.extend(
         body.user_ids
