@@ -11,7 +11,6 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::AckSender;
 use validator::Validate;
 
-use super::order::Turn;
 use crate::error::{AppError, AppResult, from_json_error};
 use crate::state::Core;
 
@@ -68,33 +67,4 @@ where
     if let Err(e) = ack.send(&reply) {
         tracing::debug!(event, error = %e, "ack not sent");
     }
-}
-
-/// [`respond`] for an authenticated user's event, in the socket's arrival order: waits for the
-/// event's [`Turn`], and records the activity that keeps the user from turning idle (and brings
-/// an idle user back online).
-pub async fn respond_for<A, F>(
-    event: &'static str,
-    core: &Core,
-    user: &crate::auth::AuthUser,
-    turn: Turn,
-    ack: AckSender<A>,
-    body: F,
-) where
-    A: Adapter,
-    F: Future<Output = AppResult<Value>>,
-{
-    turn.wait().await;
-    match core
-        .presence
-        .store
-        .touch(&user.id, chrono::Utc::now())
-        .await
-    {
-        Ok(Some(status)) => super::presence::queue_status(core, &user.id, status),
-        Ok(None) => {}
-        Err(e) => tracing::warn!(user = %user.id, error = ?e, "recording activity failed"),
-    }
-    respond(event, core, ack, body).await;
-    drop(turn);
 }

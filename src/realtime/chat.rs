@@ -8,14 +8,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use socketioxide::extract::{AckSender, SocketRef, TryData};
 use validator::Validate;
 
-use super::ack::{Payload, parse, respond_for};
+use super::ack::{Payload, parse};
+use super::context::EventCtx;
 use super::emit::Emitter;
-use super::order::Turn;
 use super::{membership, rooms};
-use crate::auth::AuthUser;
 use crate::domain::chat::{HistoryQuery, MessageType, RoomChange};
 use crate::http::SendBody;
 use crate::state::Core;
@@ -98,29 +97,24 @@ struct SyncPayload {
     limit: Option<u64>,
 }
 
-async fn on_join<A: Adapter>(
-    socket: SocketRef<A>,
-    TryData(data): TryData<Value>,
-    ack: AckSender<A>,
-    turn: Turn,
-    Extension(user): Extension<AuthUser>,
-    State(core): State<Arc<Core>>,
-    io: SocketIo<A>,
-) {
-    respond_for("chat:join", &core, &user, turn, ack, async {
+async fn on_join<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, ack: AckSender<A>) {
+    let EventCtx {
+        socket, core, user, ..
+    } = &ctx;
+    ctx.respond("chat:join", ack, async {
         let p: RoomRef = parse(data, Payload::Required)?;
         let newly_added = core.chat.join_public(&user.id, &p.room_id).await?;
         socket.join(rooms::chat(&p.room_id));
         let room = core.chat.load_room(&p.room_id).await?;
         if newly_added {
-            let emitter = Emitter::from_socket(&io, &socket, &core);
+            let emitter = ctx.emitter();
             let added = [user.id.clone()];
             membership::announce_added(
                 &emitter,
-                &core,
+                core,
                 &room,
                 &added,
-                &user,
+                user,
                 RoomChange::MemberAdded,
             )
             .await?;
@@ -130,15 +124,9 @@ async fn on_join<A: Adapter>(
     .await;
 }
 
-async fn on_leave<A: Adapter>(
-    socket: SocketRef<A>,
-    TryData(data): TryData<Value>,
-    ack: AckSender<A>,
-    turn: Turn,
-    Extension(user): Extension<AuthUser>,
-    State(core): State<Arc<Core>>,
-) {
-    respond_for("chat:leave", &core, &user, turn, ack, async {
+async fn on_leave<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, ack: AckSender<A>) {
+    let EventCtx { socket, core, .. } = &ctx;
+    ctx.respond("chat:leave", ack, async {
         let p: RoomRef = parse(data, Payload::Required)?;
         core.chat.access(&p.room_id).await?;
         socket.leave(rooms::chat(&p.room_id));
@@ -148,42 +136,31 @@ async fn on_leave<A: Adapter>(
 }
 
 async fn on_message<A: Adapter>(
-    socket: SocketRef<A>,
+    ctx: EventCtx<A>,
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
-    turn: Turn,
-    Extension(user): Extension<AuthUser>,
-    State(core): State<Arc<Core>>,
-    io: SocketIo<A>,
 ) {
-    respond_for("chat:message", &core, &user, turn, ack, async {
+    let EventCtx { core, user, .. } = &ctx;
+    ctx.respond("chat:message", ack, async {
         let (room_id, body) = parse::<SendPayload>(data, Payload::Required)?.split();
         let sent = core
             .chat
-            .send_message(&user, body.into_message(room_id))
+            .send_message(user, body.into_message(room_id))
             .await?;
         if !sent.duplicate {
-            Emitter::from_socket(&io, &socket, &core)
-                .new_message(&sent.message)
-                .await;
+            ctx.emitter().new_message(&sent.message).await;
         }
         Ok(json!({ "message": sent.message }))
     })
     .await;
 }
 
-async fn on_typing<A: Adapter>(
-    TryData(data): TryData<Value>,
-    ack: AckSender<A>,
-    turn: Turn,
-    Extension(user): Extension<AuthUser>,
-    State(core): State<Arc<Core>>,
-    io: SocketIo<A>,
-) {
-    respond_for("chat:typing", &core, &user, turn, ack, async {
+async fn on_typing<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, ack: AckSender<A>) {
+    let EventCtx { io, core, user, .. } = &ctx;
+    ctx.respond("chat:typing", ack, async {
         let p: TypingPayload = parse(data, Payload::Required)?;
         core.chat.require_member(&p.room_id, &user.id).await?;
-        let emitter = Emitter::server(&io, &core);
+        let emitter = Emitter::server(io, core);
         if p.is_typing {
             let outcome = core.typing.start(&user.id, &p.room_id, Instant::now());
             // The preference is read only when something would be shown (at most once per
@@ -239,16 +216,9 @@ pub async fn clear_typing<A: Adapter>(io: &SocketIo<A>, core: &Core, user_id: &s
     }
 }
 
-async fn on_read<A: Adapter>(
-    socket: SocketRef<A>,
-    TryData(data): TryData<Value>,
-    ack: AckSender<A>,
-    turn: Turn,
-    Extension(user): Extension<AuthUser>,
-    State(core): State<Arc<Core>>,
-    io: SocketIo<A>,
-) {
-    respond_for("chat:read", &core, &user, turn, ack, async {
+async fn on_read<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, ack: AckSender<A>) {
+    let EventCtx { core, user, .. } = &ctx;
+    ctx.respond("chat:read", ack, async {
         let p: WatermarkPayload = parse(data, Payload::Required)?;
         let mark = core
             .chat
@@ -256,7 +226,7 @@ async fn on_read<A: Adapter>(
             .await?;
         if mark.moved {
             let shared = core.preferences.get(&user.id).await?.share_read_receipts;
-            Emitter::from_socket(&io, &socket, &core)
+            ctx.emitter()
                 .messages_read(&p.room_id, &user.id, &mark, shared)
                 .await;
         }
@@ -266,22 +236,19 @@ async fn on_read<A: Adapter>(
 }
 
 async fn on_delivered<A: Adapter>(
-    socket: SocketRef<A>,
+    ctx: EventCtx<A>,
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
-    turn: Turn,
-    Extension(user): Extension<AuthUser>,
-    State(core): State<Arc<Core>>,
-    io: SocketIo<A>,
 ) {
-    respond_for("chat:delivered", &core, &user, turn, ack, async {
+    let EventCtx { core, user, .. } = &ctx;
+    ctx.respond("chat:delivered", ack, async {
         let p: WatermarkPayload = parse(data, Payload::Required)?;
         let mark = core
             .chat
             .mark_delivered(&user.id, &p.room_id, p.up_to_seq)
             .await?;
         if mark.moved {
-            Emitter::from_socket(&io, &socket, &core)
+            ctx.emitter()
                 .messages_delivered(&p.room_id, &user.id, &mark)
                 .await;
         }
@@ -290,14 +257,9 @@ async fn on_delivered<A: Adapter>(
     .await;
 }
 
-async fn on_sync<A: Adapter>(
-    TryData(data): TryData<Value>,
-    ack: AckSender<A>,
-    turn: Turn,
-    Extension(user): Extension<AuthUser>,
-    State(core): State<Arc<Core>>,
-) {
-    respond_for("chat:sync", &core, &user, turn, ack, async {
+async fn on_sync<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, ack: AckSender<A>) {
+    let EventCtx { core, user, .. } = &ctx;
+    ctx.respond("chat:sync", ack, async {
         let p: SyncPayload = parse(data, Payload::Required)?;
         let limit = p.limit.unwrap_or(SYNC_DEFAULT).min(SYNC_MAX);
         let page = core

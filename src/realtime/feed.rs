@@ -9,21 +9,17 @@
 //! broadcast, so a socket in both `feed:{x}` and `feed:public` gets it once) and is excluded
 //! from the later ones.
 
-use std::sync::Arc;
-
 use serde::Deserialize;
 use serde_json::{Value, json};
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use socketioxide::extract::{AckSender, SocketRef, TryData};
 use validator::Validate;
 
-use super::ack::{Payload, parse, respond_for};
+use super::ack::{Payload, parse};
+use super::context::EventCtx;
 use super::emit::Emitter;
-use super::order::Turn;
 use super::rooms;
-use crate::auth::AuthUser;
 use crate::domain::feed::{Activity, Audience};
-use crate::state::Core;
 
 /// Most Socket.IO rooms named in one emit: keeps each broadcast (and, with Redis, each
 /// pub/sub message) a bounded size for actors with huge follower counts.
@@ -47,14 +43,12 @@ struct Empty {}
 /// Joins `feed:{userId}`, and `feed:public` unless `followingOnly: true`. Subscribing again
 /// replaces the choice: a later `followingOnly: true` leaves `feed:public`.
 async fn on_subscribe<A: Adapter>(
-    socket: SocketRef<A>,
+    ctx: EventCtx<A>,
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
-    turn: Turn,
-    Extension(user): Extension<AuthUser>,
-    State(core): State<Arc<Core>>,
 ) {
-    respond_for("feed:subscribe", &core, &user, turn, ack, async {
+    let EventCtx { socket, user, .. } = &ctx;
+    ctx.respond("feed:subscribe", ack, async {
         let p: SubscribePayload = parse(data, Payload::Optional)?;
         socket.join(rooms::feed(&user.id));
         if p.following_only == Some(true) {
@@ -69,14 +63,12 @@ async fn on_subscribe<A: Adapter>(
 
 /// Leaves both feed rooms; this socket gets no feed events until it subscribes again.
 async fn on_unsubscribe<A: Adapter>(
-    socket: SocketRef<A>,
+    ctx: EventCtx<A>,
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
-    turn: Turn,
-    Extension(user): Extension<AuthUser>,
-    State(core): State<Arc<Core>>,
 ) {
-    respond_for("feed:unsubscribe", &core, &user, turn, ack, async {
+    let EventCtx { socket, user, .. } = &ctx;
+    ctx.respond("feed:unsubscribe", ack, async {
         parse::<Empty>(data, Payload::Optional)?;
         socket.leave(vec![rooms::feed(&user.id), rooms::FEED_PUBLIC.to_owned()]);
         Ok(json!({}))

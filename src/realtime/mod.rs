@@ -5,6 +5,7 @@
 pub mod ack;
 mod chat;
 mod connection;
+mod context;
 pub mod emit;
 mod feed;
 mod membership;

@@ -8,13 +8,13 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use socketioxide::extract::{AckSender, SocketRef, TryData};
 use tokio::sync::mpsc::UnboundedReceiver;
 use validator::Validate;
 
-use super::ack::{Payload, parse, respond_for};
+use super::ack::{Payload, parse};
+use super::context::EventCtx;
 use super::emit::Emitter;
-use super::order::Turn;
 use super::rooms;
 use crate::auth::AuthUser;
 use crate::domain::presence::{PresenceEvent, Status, StatusChange};
@@ -62,15 +62,14 @@ pub async fn set_activity(core: &Core, user_id: &str, payload: ActivityPayload) 
 }
 
 async fn on_activity<A: Adapter>(
+    ctx: EventCtx<A>,
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
-    turn: Turn,
-    Extension(user): Extension<AuthUser>,
-    State(core): State<Arc<Core>>,
 ) {
-    respond_for("presence:activity", &core, &user, turn, ack, async {
+    let EventCtx { core, user, .. } = &ctx;
+    ctx.respond("presence:activity", ack, async {
         let payload: ActivityPayload = parse(data, Payload::Required)?;
-        set_activity(&core, &user.id, payload).await?;
+        set_activity(core, &user.id, payload).await?;
         Ok(json!({}))
     })
     .await;
@@ -90,14 +89,9 @@ enum ChosenStatus {
     Busy,
 }
 
-async fn on_status<A: Adapter>(
-    TryData(data): TryData<Value>,
-    ack: AckSender<A>,
-    turn: Turn,
-    Extension(user): Extension<AuthUser>,
-    State(core): State<Arc<Core>>,
-) {
-    respond_for("presence:status", &core, &user, turn, ack, async {
+async fn on_status<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, ack: AckSender<A>) {
+    let EventCtx { core, user, .. } = &ctx;
+    ctx.respond("presence:status", ack, async {
         let payload: StatusPayload = parse(data, Payload::Required)?;
         let status = match payload.status {
             ChosenStatus::Online => Status::Online,
@@ -111,7 +105,7 @@ async fn on_status<A: Adapter>(
             .set_status(&user.id, status, now)
             .await?
         {
-            queue_status(&core, &user.id, status);
+            queue_status(core, &user.id, status);
         }
         Ok(json!({}))
     })

@@ -1,0 +1,93 @@
+//! What every client event handler needs, extracted once: the socket, the Socket.IO handle,
+//! the shared state, the authenticated user, and the event's place in the socket's order.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use serde_json::Value;
+use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{AckSender, Extension, SocketRef, State};
+use socketioxide::handler::{FromMessageParts, Value as RawValue};
+use socketioxide::socket::Socket;
+
+use super::ack::respond;
+use super::emit::Emitter;
+use super::order::Turn;
+use crate::auth::AuthUser;
+use crate::error::AppResult;
+use crate::state::Core;
+
+/// The context of one client event of an authenticated socket.
+pub struct EventCtx<A: Adapter> {
+    pub socket: SocketRef<A>,
+    pub io: SocketIo<A>,
+    pub core: Arc<Core>,
+    pub user: AuthUser,
+    turn: Turn,
+}
+
+/// The socket lacks state set up at connect time (never the case once connected).
+#[derive(Debug, thiserror::Error)]
+#[error("event context unavailable: no {0}")]
+pub struct ContextMissing(&'static str);
+
+fn infallible<T>(result: Result<T, Infallible>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(never) => match never {},
+    }
+}
+
+impl<A: Adapter> FromMessageParts<A> for EventCtx<A> {
+    type Error = ContextMissing;
+
+    fn from_message_parts(
+        s: &Arc<Socket<A>>,
+        v: &mut RawValue,
+        ack: &Option<i64>,
+    ) -> Result<Self, ContextMissing> {
+        // Runs synchronously, in arrival order, before the handler task exists: the turn is
+        // taken here (see `order`).
+        let turn = infallible(Turn::from_message_parts(s, v, ack));
+        let socket = infallible(SocketRef::from_message_parts(s, v, ack));
+        let io = infallible(SocketIo::from_message_parts(s, v, ack));
+        let State(core) = State::<Arc<Core>>::from_message_parts(s, v, ack)
+            .map_err(|_| ContextMissing("state"))?;
+        let Extension(user) = Extension::<AuthUser>::from_message_parts(s, v, ack)
+            .map_err(|_| ContextMissing("user"))?;
+        Ok(Self {
+            socket,
+            io,
+            core,
+            user,
+            turn,
+        })
+    }
+}
+
+impl<A: Adapter> EventCtx<A> {
+    /// Emits on behalf of this event: "to the room" skips this socket.
+    pub fn emitter(&self) -> Emitter<'_, A> {
+        Emitter::from_socket(&self.io, &self.socket, &self.core)
+    }
+
+    /// Runs the handler body once every earlier event of this socket is done, records the
+    /// activity that keeps the user from turning idle (and brings an idle user back online),
+    /// and answers the ack.
+    pub async fn respond<F>(&self, event: &'static str, ack: AckSender<A>, body: F)
+    where
+        F: Future<Output = AppResult<Value>>,
+    {
+        self.turn.wait().await;
+        let core = &self.core;
+        let user = &self.user.id;
+        match core.presence.store.touch(user, chrono::Utc::now()).await {
+            Ok(Some(status)) => super::presence::queue_status(core, user, status),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(%user, error = ?e, "recording activity failed"),
+        }
+        respond(event, core, ack, body).await;
+    }
+}
