@@ -4,13 +4,13 @@
 //! notifications), and a change made through one node must hold on every node at once, which a
 //! per-node cache cannot promise.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use chrono::Utc;
 use entity::notification_preference as prefs;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{DatabaseConnection, EntityTrait, Set};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect, Set};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -152,6 +152,22 @@ pub struct PreferenceService {
 impl PreferenceService {
     pub fn new(db: DatabaseConnection) -> Self {
         Self { db }
+    }
+
+    /// Which of `users` turned `shareOnlineStatus` off, in one query (for presence listings).
+    pub async fn hiding_online_status(&self, users: &[String]) -> AppResult<HashSet<String>> {
+        if users.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let hidden: Vec<String> = prefs::Entity::find()
+            .select_only()
+            .column(prefs::Column::UserId)
+            .filter(prefs::Column::UserId.is_in(users.iter().map(String::as_str)))
+            .filter(prefs::Column::ShareOnlineStatus.eq(false))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(hidden.into_iter().collect())
     }
 
     /// The user's preferences, defaults when none were saved.

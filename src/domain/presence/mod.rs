@@ -214,9 +214,10 @@ impl PresenceService {
             .await?
             .into_iter()
             .collect();
+        let hiding = prefs.hiding_online_status(users).await?;
         let mut views = Vec::with_capacity(users.len());
         for user_id in users {
-            let hidden = user_id != viewer && !prefs.get(user_id).await?.share_online_status;
+            let hidden = user_id != viewer && hiding.contains(user_id);
             let last_seen = stored.get(user_id).copied().flatten();
             let view = match live.get(user_id) {
                 Some(l) if !hidden => PresenceView {
