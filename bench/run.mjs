@@ -19,6 +19,7 @@ import { parseArgs } from 'node:util';
 import { io } from 'socket.io-client';
 import { loadavg, machineCpuMs, memory, processCpu } from './lib/proc.mjs';
 import { api, externalServer, spawnServer } from './lib/server.mjs';
+import { createGroupRoom } from './lib/setup.mjs';
 import { fmtInt, fmtMb, fmtMs, fmtPct, summary } from './lib/stats.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -27,7 +28,8 @@ const now = () => performance.timeOrigin + performance.now();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const USAGE = `usage: node run.mjs [options]
-  --scenario fanout|connect   what to measure (default fanout)
+  --scenario fanout|connect   what to measure (default fanout); slow-consumer, flood, storm and soak
+                              take their own options (--scenario NAME --help)
  fanout:
   --sockets N        receiver sockets (default 1000)
   --per-user P       sockets per receiver user (default 2; server default limit is 10)
@@ -224,35 +226,6 @@ async function connectVia(workers, server, tokens, { roomId, messages, concurren
 
 // ---------------------------------------------------------------------------------------------
 // setup over REST
-
-async function createGroupRoom(server, owner, memberIds, name) {
-  const token = server.token(owner);
-  const first = memberIds.slice(0, 499);
-  const res = await api(server.url, 'POST', `${REST}/chat/rooms`, {
-    token,
-    body: { participants: first, type: 'group', name },
-  });
-  if (res.status !== 201 && res.status !== 200) {
-    throw new Error(`creating the room: HTTP ${res.status} ${JSON.stringify(res.body)}`);
-  }
-  const roomId = res.body.id;
-  for (let i = first.length; i < memberIds.length; i += 500) {
-    const batch = memberIds.slice(i, i + 500);
-    const add = await api(server.url, 'POST', `${REST}/chat/rooms/${roomId}/members`, {
-      token,
-      body: { userIds: batch },
-    });
-    if (add.status !== 200 && add.status !== 201) {
-      throw new Error(`adding members: HTTP ${add.status} ${JSON.stringify(add.body)}`);
-    }
-  }
-  const check = await api(server.url, 'GET', `${REST}/chat/rooms/${roomId}`, { token });
-  const members = check.body?.members?.length;
-  if (members !== memberIds.length + 1) {
-    throw new Error(`room has ${members} members, expected ${memberIds.length + 1}`);
-  }
-  return roomId;
-}
 
 function connectSender(server, userId, roomId) {
   return new Promise((resolve, reject) => {
@@ -690,7 +663,17 @@ async function connectScenario(opts, server, workers, runId, cores) {
 
 // ---------------------------------------------------------------------------------------------
 
+/** Load scenarios with their own options, each in `scenarios/<name>.mjs` (see README.md). */
+const LOAD_SCENARIOS = ['slow-consumer', 'flood', 'storm', 'soak'];
+
 async function main() {
+  const argv = process.argv.slice(2);
+  const named = argv.findIndex((a) => a === '--scenario' || a.startsWith('--scenario='));
+  const scenario = named < 0 ? null : argv[named].includes('=') ? argv[named].split('=')[1] : argv[named + 1];
+  if (LOAD_SCENARIOS.includes(scenario)) {
+    const { main: run } = await import(`./scenarios/${scenario}.mjs`);
+    return run(argv);
+  }
   let opts;
   try {
     opts = options();
