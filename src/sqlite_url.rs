@@ -133,7 +133,11 @@ mod tests {
 
     #[test]
     fn in_memory_databases_have_no_file() {
-        for url in ["sqlite::memory:", "sqlite://:memory:", "sqlite://?mode=memory"] {
+        for url in [
+            "sqlite::memory:",
+            "sqlite://:memory:",
+            "sqlite://?mode=memory",
+        ] {
             assert_eq!(file(url).file, None, "{url}");
         }
     }

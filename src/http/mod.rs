@@ -115,10 +115,9 @@ async fn method_not_allowed(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .replace(',', ", ");
-    let mut shaped = AppError::MethodNotAllowed(format!(
-        "{method} is not allowed here; allowed: {allowed}"
-    ))
-    .into_response();
+    let mut shaped =
+        AppError::MethodNotAllowed(format!("{method} is not allowed here; allowed: {allowed}"))
+            .into_response();
     if let Some(allow) = allow {
         shaped.headers_mut().insert(header::ALLOW, allow);
     }

@@ -111,7 +111,11 @@ async fn a_wrong_method_is_405_in_the_error_shape_with_allow() {
     let app = spawn_app(Backend::Sqlite).await;
 
     for (method, path, allowed) in [
-        (Method::DELETE, "/api/v1/realtime/chat/rooms", "GET,HEAD,POST"),
+        (
+            Method::DELETE,
+            "/api/v1/realtime/chat/rooms",
+            "GET,HEAD,POST",
+        ),
         (Method::POST, "/health", "GET,HEAD"),
         (Method::PATCH, "/api/v1/internal/follows", "PUT,DELETE"),
     ] {
