@@ -14,5 +14,6 @@ mod heartbeat;
 mod http_edges;
 mod migrations;
 mod presence;
+mod profile_names;
 mod rest_auth;
 mod sqlite_urls;
