@@ -82,6 +82,14 @@ pub struct Config {
     /// Comma-separated allowed origins; unset means `*` in development.
     #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// Engine.IO heartbeat: how often the server pings each client. Clients learn it from the
+    /// handshake; apps built for a 30 s heartbeat set 30000.
+    #[arg(long, env = "PING_INTERVAL_MS", default_value_t = 25_000)]
+    pub ping_interval_ms: u64,
+    /// How long the server waits for a client's pong before closing the connection; with the
+    /// interval, it bounds how long a vanished client still counts as connected.
+    #[arg(long, env = "PING_TIMEOUT_MS", default_value_t = 20_000)]
+    pub ping_timeout_ms: u64,
     /// Sockets one user may hold at once.
     #[arg(long, env = "MAX_CONNECTIONS_PER_USER", default_value_t = 10)]
     pub max_connections_per_user: u32,
@@ -179,6 +187,9 @@ impl Config {
         {
             anyhow::bail!("SERVICE_API_KEY must be at least 16 characters in production");
         }
+        if self.ping_interval_ms == 0 || self.ping_timeout_ms == 0 {
+            anyhow::bail!("PING_INTERVAL_MS and PING_TIMEOUT_MS must be at least 1");
+        }
         if self.max_connections_per_user == 0 || self.rate_limit_per_minute == 0 {
             anyhow::bail!("MAX_CONNECTIONS_PER_USER and RATE_LIMIT_PER_MINUTE must be at least 1");
         }
@@ -204,6 +215,14 @@ impl Config {
 
     pub fn typing_throttle(&self) -> Duration {
         Duration::from_millis(self.typing_throttle_ms)
+    }
+
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_interval_ms)
+    }
+
+    pub fn ping_timeout(&self) -> Duration {
+        Duration::from_millis(self.ping_timeout_ms)
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

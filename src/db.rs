@@ -68,9 +68,17 @@ async fn migrate_sqlite(db: &DatabaseConnection) -> anyhow::Result<()> {
 }
 
 /// Opens the pool. SQLite gets WAL and a busy timeout so concurrent writers queue instead of
-/// failing with "database is locked".
+/// failing with "database is locked", and its file is created on first start whatever form the
+/// URL takes (see [`crate::sqlite_url`]).
 pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
     let sqlite = url.starts_with("sqlite:");
+    let sqlite_target = if sqlite {
+        let target = crate::sqlite_url::parse(url)?;
+        crate::sqlite_url::prepare(&target)?;
+        Some(target)
+    } else {
+        None
+    };
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .max_connections(if sqlite { 8 } else { 32 })
@@ -78,9 +86,11 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(10))
         .sqlx_logging(false);
-    if sqlite {
-        options.map_sqlx_sqlite_opts(|o| {
-            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+    if let Some(target) = &sqlite_target {
+        let create = target.create;
+        options.map_sqlx_sqlite_opts(move |o| {
+            o.create_if_missing(create)
+                .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                 .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)

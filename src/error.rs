@@ -18,6 +18,8 @@ pub enum ErrorCode {
     Conflict,
     RateLimited,
     PayloadTooLarge,
+    /// REST only: the path exists, the method does not (405, with `Allow`).
+    MethodNotAllowed,
     TooManyConnections,
     Internal,
 }
@@ -33,6 +35,7 @@ impl ErrorCode {
             Self::Conflict => "CONFLICT",
             Self::RateLimited => "RATE_LIMITED",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::TooManyConnections => "TOO_MANY_CONNECTIONS",
             Self::Internal => "INTERNAL",
         }
@@ -47,6 +50,7 @@ impl ErrorCode {
             Self::Conflict => StatusCode::CONFLICT,
             Self::RateLimited | Self::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -95,6 +99,9 @@ pub enum AppError {
     /// 413: the body or frame is over the transport's size limit.
     #[error("payload is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// 405: the route exists but not with this method; the response keeps axum's `Allow`.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// 500: a bug or a dependency failure; the cause is logged, the client sees a generic text.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -130,6 +137,7 @@ impl AppError {
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Self::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -20,6 +20,8 @@ pub mod http;
 pub mod metrics;
 /// The Socket.IO transport.
 pub mod realtime;
+/// What a SQLite `DATABASE_URL` means on disk.
+pub mod sqlite_url;
 /// Building and running the server.
 pub mod startup;
 /// State shared by handlers.

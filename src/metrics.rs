@@ -1,5 +1,10 @@
 //! Prometheus metrics. One process-wide recorder (the `metrics` facade is global); every
 //! app instance in the process shares it, which only matters to tests that start several.
+//!
+//! Every label has a bounded set of values, so no client can grow `/metrics`: event names are
+//! the server's own `&'static str`s (unknown client events count as `unknown`), codes are
+//! [`ErrorCode`]s, HTTP routes are matched templates or `unmatched`, HTTP methods go through
+//! [`method_label`], statuses are three digits.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -75,11 +80,35 @@ impl Metrics {
             .increment(1);
     }
 
-    pub fn http_request(&self, route: String, method: String, status: u16, elapsed: Duration) {
+    /// `route` is a matched route template or `unmatched`, `method` one of [`method_label`]'s.
+    pub fn http_request(
+        &self,
+        route: String,
+        method: &'static str,
+        status: u16,
+        elapsed: Duration,
+    ) {
         let status = status.to_string();
-        counter!("switchboard_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
+        counter!("switchboard_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
             .increment(1);
         histogram!("switchboard_http_request_duration_seconds", "route" => route, "method" => method)
             .record(elapsed);
+    }
+}
+
+/// The `method` label of HTTP metrics: the standard methods, and `other` for anything a client
+/// invents (`curl -X RANDOM…` must not grow `/metrics`).
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
     }
 }

@@ -229,6 +229,8 @@ fn socket_io_builder(core: &Arc<Core>) -> SocketIoBuilder {
         .max_payload(max as u64)
         .ws_max_message_size(max)
         .ws_max_frame_size(max)
+        .ping_interval(core.config.ping_interval())
+        .ping_timeout(core.config.ping_timeout())
         .with_state(core.clone())
 }
 

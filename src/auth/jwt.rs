@@ -16,8 +16,12 @@ pub const MAX_USER_ID_LEN: usize = 128;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthUser {
     pub id: String,
-    /// Display name from the token's `name` claim, falling back to the id.
+    /// Display name: the token's `name` claim; without one, the stored profile name once the
+    /// transport has looked it up (see [`crate::domain::users::sign_in`]), else the id.
     pub name: String,
+    /// Whether `name` is the token's claim. Only a claimed name may overwrite the profile the
+    /// backend set through the service API; a token without one leaves it alone.
+    pub name_from_token: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -118,13 +122,11 @@ impl JwtKeys {
                 "invalid token: sub must be 1 to {MAX_USER_ID_LEN} characters"
             )));
         }
-        let name = claims
-            .name
-            .filter(|n| !n.trim().is_empty())
-            .unwrap_or_else(|| claims.sub.clone());
+        let claimed = claims.name.filter(|n| !n.trim().is_empty());
         Ok(AuthUser {
+            name_from_token: claimed.is_some(),
+            name: claimed.unwrap_or_else(|| claims.sub.clone()),
             id: claims.sub,
-            name,
         })
     }
 

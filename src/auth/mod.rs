@@ -36,12 +36,23 @@ impl<A: Adapter> FromRequestParts<AppState<A>> for AuthUser {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState<A>) -> Result<Self, AppError> {
-        match bearer_token(&parts.headers) {
-            Some(Ok(token)) => state.core.jwt.verify(token),
-            Some(Err(())) => Err(AppError::Unauthorized(
-                "malformed Authorization header".into(),
-            )),
-            None => Err(AppError::Unauthorized("missing bearer token".into())),
+        let mut user = match bearer_token(&parts.headers) {
+            Some(Ok(token)) => state.core.jwt.verify(token)?,
+            Some(Err(())) => {
+                return Err(AppError::Unauthorized(
+                    "malformed Authorization header".into(),
+                ));
+            }
+            None => return Err(AppError::Unauthorized("missing bearer token".into())),
+        };
+        if !user.name_from_token {
+            // The name messages and invites show is the profile's, not the bare id.
+            match crate::domain::users::stored_name(&state.core.db, &user.id).await {
+                Ok(Some(name)) => user.name = name,
+                Ok(None) => {}
+                Err(e) => tracing::debug!(user = %user.id, error = %e, "profile name not read"),
+            }
         }
+        Ok(user)
     }
 }

@@ -1,9 +1,13 @@
 //! User profiles: created on first sight, names kept fresh from tokens and the service API.
+//!
+//! Precedence of the display name: the service API (`PUT /api/v1/internal/users/:id`) sets it
+//! at any time; a token's `name` claim sets it again at each socket connect (the app put it
+//! there, so it is as current as the backend's word); a token without `name` changes nothing.
 
 use chrono::Utc;
 use entity::user;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{DatabaseConnection, EntityTrait, Set};
+use sea_orm::{DatabaseConnection, EntityTrait, QuerySelect, Set};
 
 use crate::error::AppResult;
 
@@ -35,4 +39,41 @@ pub async fn upsert(
     .exec(db)
     .await?;
     Ok(())
+}
+
+/// A user connects: a `name` claim updates the profile, no claim creates the user named after
+/// their id if they are new and keeps an existing profile as it is. Returns the name to show.
+pub async fn sign_in(
+    db: &DatabaseConnection,
+    id: &str,
+    name_claim: Option<&str>,
+) -> AppResult<String> {
+    if let Some(name) = name_claim {
+        upsert(db, id, name, None).await?;
+        return Ok(name.to_owned());
+    }
+    let now = Utc::now();
+    user::Entity::insert(user::ActiveModel {
+        id: Set(id.to_owned()),
+        name: Set(id.to_owned()),
+        avatar_url: Set(None),
+        last_seen: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .on_conflict(OnConflict::column(user::Column::Id).do_nothing().to_owned())
+    .exec_without_returning(db)
+    .await?;
+    Ok(stored_name(db, id).await?.unwrap_or_else(|| id.to_owned()))
+}
+
+/// The profile's display name, if the user exists.
+pub async fn stored_name(db: &DatabaseConnection, id: &str) -> AppResult<Option<String>> {
+    let name = user::Entity::find_by_id(id)
+        .select_only()
+        .column(user::Column::Name)
+        .into_tuple::<String>()
+        .one(db)
+        .await?;
+    Ok(name)
 }

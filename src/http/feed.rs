@@ -78,7 +78,8 @@ async fn trending<A: Adapter>(
     Query(params): Query<TrendingParams>,
 ) -> AppResult<Response> {
     let items = state.core.feed.trending(page_limit(params.limit)?).await?;
-    Ok(Json(json!({ "items": items })).into_response())
+    // A top-N list, not a paginated one: there is never a further page.
+    Ok(Json(json!({ "items": items, "nextCursor": null })).into_response())
 }
 
 async fn statistics<A: Adapter>(

@@ -1,6 +1,7 @@
 //! The REST transport: one `router()` per domain, merged here with the cross-cutting layers
 //! (CORS, body limit, request metrics and tracing) and a 404 in the contract's error shape.
 
+mod body_limit;
 mod chat;
 
 pub use chat::SendBody;
@@ -17,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use socketioxide::adapter::Adapter;
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
@@ -43,17 +44,23 @@ pub fn router<A: Adapter>(state: AppState<A>) -> Router {
         .nest("/api/v1/realtime", api)
         .nest("/api/v1/internal", internal::router())
         .fallback(not_found)
-        // Outermost first: trace everything, then the body limit (known to the extractor so
-        // its 413 can state it), then per-route metrics.
+        // Outermost first: trace everything, count every answer (405 and 413 included), give
+        // 405s the error shape, refuse oversized bodies, then the extractor's own limit (known
+        // to it so its 413 can state it).
         .layer(
             ServiceBuilder::new()
                 .layer(TraceLayer::new_for_http())
-                .layer(axum::extract::DefaultBodyLimit::max(limit))
-                .layer(axum::Extension(BodyLimit(limit)))
                 .layer(middleware::from_fn_with_state(
                     state.clone(),
                     track_request::<A>,
-                )),
+                ))
+                .layer(middleware::from_fn(method_not_allowed))
+                .layer(middleware::from_fn_with_state(
+                    BodyLimit(limit),
+                    body_limit::refuse_oversized,
+                ))
+                .layer(axum::extract::DefaultBodyLimit::max(limit))
+                .layer(axum::Extension(BodyLimit(limit))),
         )
         .with_state(state)
 }
@@ -92,7 +99,33 @@ async fn not_found() -> AppError {
     AppError::NotFound("no such route".into())
 }
 
-/// Counts requests by matched route (not raw path, which would explode label cardinality).
+/// axum answers a known path with an unknown method by an empty 405; this gives it the
+/// contract's error body, keeping axum's `Allow` header.
+async fn method_not_allowed(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED
+        || response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let allowed = allow
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .replace(',', ", ");
+    let mut shaped =
+        AppError::MethodNotAllowed(format!("{method} is not allowed here; allowed: {allowed}"))
+            .into_response();
+    if let Some(allow) = allow {
+        shaped.headers_mut().insert(header::ALLOW, allow);
+    }
+    shaped
+}
+
+/// Counts requests by matched route template (never the raw path) and a fixed set of methods,
+/// so no request can add a metric series of its own.
 async fn track_request<A: Adapter>(
     State(state): State<AppState<A>>,
     request: Request,
@@ -103,7 +136,7 @@ async fn track_request<A: Adapter>(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().to_string();
+    let method = crate::metrics::method_label(request.method());
     let response = next.run(request).await;
     state
         .core

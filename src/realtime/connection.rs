@@ -54,7 +54,15 @@ async fn session_ready<A: Adapter>(
     user: &AuthUser,
     core: &Core,
 ) -> AppResult<Value> {
-    users::upsert(&core.db, &user.id, &user.name, None).await?;
+    let claim = user.name_from_token.then_some(user.name.as_str());
+    let name = users::sign_in(&core.db, &user.id, claim).await?;
+    if name != user.name {
+        // Later events of this socket show the profile's name, not the bare id.
+        socket.extensions.insert(AuthUser {
+            name,
+            ..user.clone()
+        });
+    }
     let room_ids = chat::room_ids_of(&core.db, &user.id).await?;
     let mut join: Vec<String> = room_ids.iter().map(|id| rooms::chat(id)).collect();
     join.push(rooms::user(&user.id));

@@ -61,7 +61,8 @@ fn signed_tokens_verify_to_the_user_and_name() {
         user,
         AuthUser {
             id: "alice".into(),
-            name: "Alice Liddell".into()
+            name: "Alice Liddell".into(),
+            name_from_token: true,
         }
     );
 }

@@ -22,6 +22,7 @@ fn user(id: &str) -> AuthUser {
     AuthUser {
         id: id.to_owned(),
         name: format!("{id} name"),
+        name_from_token: true,
     }
 }
 
