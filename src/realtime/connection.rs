@@ -73,6 +73,7 @@ fn register_handlers<A: Adapter>(socket: &SocketRef<A>) {
     super::feed::register(socket);
     super::notifications::register(socket);
     super::presence::register(socket);
+    super::room_presence::register(socket);
     socket.on_fallback(on_unknown_event::<A>);
 }
 

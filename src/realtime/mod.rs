@@ -12,6 +12,7 @@ mod membership;
 mod notifications;
 mod order;
 pub mod presence;
+pub mod room_presence;
 pub mod rooms;
 
 pub use connection::{NAMESPACE, grace, on_connect};
