@@ -100,6 +100,7 @@ async fn on_disconnect<A: Adapter>(
         return;
     };
     tracing::debug!(sid = %socket.id, user = %user.id, %reason, "socket disconnected");
+    super::feed_counts::socket_gone(&socket);
     let offline_at = chrono::Utc::now() + grace(&core);
     let left = core
         .presence

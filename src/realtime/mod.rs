@@ -8,6 +8,7 @@ mod connection;
 mod context;
 pub mod emit;
 mod feed;
+mod feed_counts;
 mod membership;
 mod notifications;
 mod order;
