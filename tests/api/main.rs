@@ -10,6 +10,7 @@ mod chat;
 mod cluster;
 mod config;
 mod health;
+mod live_views;
 mod migrations;
 mod presence;
 mod rest_auth;
