@@ -142,11 +142,18 @@ async fn room_presence_lists_members_and_counts_online(backend: Backend) {
     let path = format!("/chat/rooms/{}/presence", group.id);
 
     let page = get_json(&app, "ann", &path).await;
-    assert_eq!(page["online"], 2, "ann and bob; cat hides, dan is away: {page}");
+    assert_eq!(
+        page["online"], 2,
+        "ann and bob; cat hides, dan is away: {page}"
+    );
     assert_eq!(page["roomId"], group.id.as_str());
     assert_eq!(item(&page, "bob")["status"], "online");
     assert!(item(&page, "bob")["lastSeen"].is_string());
-    assert_eq!(item(&page, "cat")["status"], "offline", "hidden looks offline");
+    assert_eq!(
+        item(&page, "cat")["status"],
+        "offline",
+        "hidden looks offline"
+    );
     assert!(item(&page, "cat")["lastSeen"].is_null());
     assert_eq!(item(&page, "dan")["status"], "offline");
     assert!(page["nextCursor"].is_null());
@@ -223,13 +230,20 @@ async fn receipts_list_watermarks_and_hide_private_reads(backend: Backend) {
     assert_eq!(page["roomId"], group.id.as_str());
     assert_eq!(item(&page, "ann")["readSeq"], 4, "sending implies reading");
     let bob = item(&page, "bob");
-    assert_eq!((&bob["readSeq"], &bob["deliveredSeq"]), (&json!(2), &json!(3)));
+    assert_eq!(
+        (&bob["readSeq"], &bob["deliveredSeq"]),
+        (&json!(2), &json!(3))
+    );
     assert!(bob["readAt"].is_string());
     let cat = item(&page, "cat");
     assert!(cat["readSeq"].is_null() && cat["readAt"].is_null(), "{cat}");
     assert_eq!(cat["deliveredSeq"], 4, "delivery stays visible");
     let own = get_json(&app, "cat", &path).await;
-    assert_eq!(item(&own, "cat")["readSeq"], 4, "cat sees her own read position");
+    assert_eq!(
+        item(&own, "cat")["readSeq"],
+        4,
+        "cat sees her own read position"
+    );
 
     let first = get_json(&app, "ann", &format!("{path}?limit=2")).await;
     assert_eq!(first["items"].as_array().unwrap().len(), 2);
@@ -262,7 +276,12 @@ async fn direct_history_carries_own_message_status(backend: Backend) {
             .as_array()
             .unwrap()
             .iter()
-            .map(|m| (m["seq"].as_i64().unwrap(), m.get("status").cloned().unwrap_or(Value::Null)))
+            .map(|m| {
+                (
+                    m["seq"].as_i64().unwrap(),
+                    m.get("status").cloned().unwrap_or(Value::Null),
+                )
+            })
             .collect()
     };
     let page = get_json(&app, "ann", &path).await;
@@ -281,16 +300,25 @@ async fn direct_history_carries_own_message_status(backend: Backend) {
         catch_up["items"][3]["status"], "read",
         "bob's reply: ann answered it, so she read it"
     );
-    assert!(catch_up["items"][0].get("status").is_none(), "only own messages");
+    assert!(
+        catch_up["items"][0].get("status").is_none(),
+        "only own messages"
+    );
 
     set_prefs(&app, "bob", json!({ "shareReadReceipts": false })).await;
     let hidden = get_json(&app, "ann", &path).await;
-    assert_eq!(hidden["items"][2]["status"], "delivered", "read is private now");
+    assert_eq!(
+        hidden["items"][2]["status"], "delivered",
+        "read is private now"
+    );
 
     let group = room(&app, RoomType::Group, "ann", &["bob"]).await;
     send(&app, "ann", &group.id, "hi").await;
     let page = get_json(&app, "ann", &format!("/chat/rooms/{}/messages", group.id)).await;
-    assert!(page["items"][0].get("status").is_none(), "groups use receipts instead");
+    assert!(
+        page["items"][0].get("status").is_none(),
+        "groups use receipts instead"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -320,7 +348,11 @@ async fn conditional_gets_answer_not_modified(backend: Backend) {
         assert!(tag.starts_with('"') && tag.ends_with('"'), "{tag}");
         let (status, again, body) = get_as(&app, "bob", path, Some(&tag)).await;
         assert_eq!(status, StatusCode::NOT_MODIFIED, "{path}");
-        assert_eq!(again.as_deref(), Some(tag.as_str()), "a 304 repeats the ETag");
+        assert_eq!(
+            again.as_deref(),
+            Some(tag.as_str()),
+            "a 304 repeats the ETag"
+        );
         assert!(body.is_empty(), "a 304 has no body: {body:?}");
         let (status, _, _) = get_as(&app, "bob", path, Some("\"other\", W/\"x\"")).await;
         assert_eq!(status, StatusCode::OK, "{path}: other tags do not match");
@@ -385,23 +417,49 @@ async fn arrived_counts_the_viewers_feed_between_cursors(backend: Backend) {
     let newest = feed.newest_id().await.unwrap().unwrap();
 
     let all = feed
-        .arrived("reader", Summary::Feed { following_only: false }, Some(&start), &newest)
+        .arrived(
+            "reader",
+            Summary::Feed {
+                following_only: false,
+            },
+            Some(&start),
+            &newest,
+        )
         .await
         .unwrap();
     assert_eq!(all.count, 3, "p1, p3 and the friend's comment");
     assert_eq!(all.latest_id, last_visible, "the newest the reader may see");
     let following = feed
-        .arrived("reader", Summary::Feed { following_only: true }, Some(&start), &newest)
+        .arrived(
+            "reader",
+            Summary::Feed {
+                following_only: true,
+            },
+            Some(&start),
+            &newest,
+        )
         .await
         .unwrap();
     assert_eq!(following.count, 2);
     let comments = feed
-        .arrived("reader", Summary::Comments { target_id: "p1" }, Some(&start), &newest)
+        .arrived(
+            "reader",
+            Summary::Comments { target_id: "p1" },
+            Some(&start),
+            &newest,
+        )
         .await
         .unwrap();
     assert_eq!(comments.count, 1);
     let nothing = feed
-        .arrived("reader", Summary::Feed { following_only: false }, Some(&newest), &newest)
+        .arrived(
+            "reader",
+            Summary::Feed {
+                following_only: false,
+            },
+            Some(&newest),
+            &newest,
+        )
         .await
         .unwrap();
     assert_eq!(nothing, Arrived::default());

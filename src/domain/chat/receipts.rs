@@ -242,11 +242,7 @@ impl ChatService {
             .contains(&partner);
         let read_seq = (!hides).then_some(row.read_seq);
         for message in messages.iter_mut().filter(|m| m.user_id == viewer) {
-            message.status = Some(MessageStatus::of(
-                message.seq,
-                read_seq,
-                row.delivered_seq,
-            ));
+            message.status = Some(MessageStatus::of(message.seq, read_seq, row.delivered_seq));
         }
         Ok(())
     }
