@@ -87,6 +87,19 @@ describe('room presence (PRESENCE_COUNT_INTERVAL_MS=100, MAX_WATCHES_PER_SOCKET=
     assert.equal(await noCount, true, 'an unwatched room sent presence:room_count');
   });
 
+  it('a removed member stops watching, on whatever node their socket is', async () => {
+    const [owner, leaver, other] = await makeUsers(ctx.server, 3, 'rm');
+    const room = await createGroup(owner, [leaver, other], 'rm');
+    const { socket: ls } = await leaver.connect();
+    ackOk(await emitAck(ls, 'presence:watch', { roomId: room.id }));
+    const removed = once(ls, 'chat:room_updated', 4000, (p) => p?.room?.id === room.id && p.change === 'member_removed');
+    httpStatus(await owner.api('DELETE', `/chat/rooms/${room.id}/members/${encodeURIComponent(leaver.id)}`), 204);
+    await removed;
+    const quiet = none(ls, 'presence:update', 800, about(other.id));
+    await other.connect();
+    assert.equal(await quiet, true, 'a former member still heard the room\'s presence');
+  });
+
   it('members only; bad payloads; at most MAX_WATCHES_PER_SOCKET rooms', async () => {
     const owner = await makeUser(ctx.server, 'own');
     const stranger = await makeUser(ctx.server, 'str');
