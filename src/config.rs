@@ -117,6 +117,18 @@ pub struct Config {
     /// How long a silent node's presence entries survive in Redis.
     #[arg(long, env = "NODE_TTL_MS", default_value_t = 30_000)]
     pub node_ttl_ms: u64,
+    /// Rooms one socket may watch with `presence:watch`, and targets with `feed:watch` (each).
+    #[arg(long, env = "MAX_WATCHES_PER_SOCKET", default_value_t = 50)]
+    pub max_watches_per_socket: usize,
+    /// Coalescing window of `presence:room_count`: at most one count per room per window.
+    #[arg(long, env = "PRESENCE_COUNT_INTERVAL_MS", default_value_t = 1_000)]
+    pub presence_count_interval_ms: u64,
+    /// Interval of `feed:subscribe { mode: "counts" }` and `feed:watch` when none is asked for.
+    #[arg(long, env = "FEED_COUNTS_INTERVAL_MS", default_value_t = 30_000)]
+    pub feed_counts_interval_ms: u64,
+    /// Shortest interval a client may ask for in counts mode (shorter requests are raised).
+    #[arg(long, env = "FEED_COUNTS_MIN_INTERVAL_MS", default_value_t = 5_000)]
+    pub feed_counts_min_interval_ms: u64,
     /// How often expired notifications are purged.
     #[arg(
         long,
@@ -189,6 +201,16 @@ impl Config {
         }
         if self.ping_interval_ms == 0 || self.ping_timeout_ms == 0 {
             anyhow::bail!("PING_INTERVAL_MS and PING_TIMEOUT_MS must be at least 1");
+        }
+        if self.feed_counts_min_interval_ms == 0
+            || self.feed_counts_interval_ms < self.feed_counts_min_interval_ms
+        {
+            anyhow::bail!(
+                "FEED_COUNTS_MIN_INTERVAL_MS must be at least 1 and at most FEED_COUNTS_INTERVAL_MS"
+            );
+        }
+        if self.presence_count_interval_ms == 0 {
+            anyhow::bail!("PRESENCE_COUNT_INTERVAL_MS must be at least 1");
         }
         if self.max_connections_per_user == 0 || self.rate_limit_per_minute == 0 {
             anyhow::bail!("MAX_CONNECTIONS_PER_USER and RATE_LIMIT_PER_MINUTE must be at least 1");

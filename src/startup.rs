@@ -109,6 +109,7 @@ impl Application {
             typing: TypingTracker::new(config.typing_throttle()),
             presence: PresenceService::new(presence_store, db.clone()),
             presence_events: presence_tx,
+            room_counts: Default::default(),
             db,
             jwt,
             metrics,

@@ -14,7 +14,7 @@ use crate::domain::chat::ChatService;
 use crate::domain::feed::FeedService;
 use crate::domain::notifications::NotificationService;
 use crate::domain::preferences::PreferenceService;
-use crate::domain::presence::{PresenceEvent, PresenceService};
+use crate::domain::presence::{PresenceEvent, PresenceService, RoomCounts};
 use crate::domain::typing::TypingTracker;
 use crate::metrics::Metrics;
 
@@ -26,6 +26,8 @@ pub struct Core {
     pub presence: PresenceService,
     /// Presence changes waiting to be announced by the presence task.
     pub presence_events: tokio::sync::mpsc::UnboundedSender<PresenceEvent>,
+    /// Rooms whose online count may have changed, for the `presence:room_count` flush.
+    pub room_counts: RoomCounts,
     pub chat: ChatService,
     pub preferences: PreferenceService,
     pub notifications: NotificationService,

@@ -24,6 +24,10 @@ pub fn spawn_all<A: Adapter>(
         core.clone(),
         presence_events,
     ));
+    tokio::spawn(crate::realtime::room_presence::count_flusher(
+        io.clone(),
+        core.clone(),
+    ));
     tokio::spawn(presence_reaper(io, core.clone()));
     tokio::spawn(idle_sweeper(core.clone()));
     tokio::spawn(notification_purger(core));

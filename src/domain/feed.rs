@@ -404,6 +404,77 @@ impl FeedService {
     }
 }
 
+/// What a summary counts: the viewer's feed, or the comments on one target.
+#[derive(Clone, Copy, Debug)]
+pub enum Summary<'a> {
+    /// The viewer's feed (as `list`), all types.
+    Feed { following_only: bool },
+    /// `comment` activities on one target that the viewer's feed would show.
+    Comments { target_id: &'a str },
+}
+
+/// How many activities arrived in a window, and the newest of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Arrived {
+    pub count: u64,
+    pub latest_id: Option<String>,
+}
+
+impl FeedService {
+    /// The id of the newest stored activity, anyone's: the cursor a summary starts from, and a
+    /// cheap check whether anything arrived at all (one index lookup).
+    pub async fn newest_id(&self) -> AppResult<Option<String>> {
+        let newest: Option<Option<String>> = feed_activity::Entity::find()
+            .select_only()
+            .column_as(
+                Expr::from(Func::max(Expr::col(feed_activity::Column::Id))),
+                "newest",
+            )
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        Ok(newest.flatten())
+    }
+
+    /// Activities of `summary` visible to `viewer` with `after < id <= up_to` (ids are
+    /// time-ordered), for the "N new posts" banner and new-comment counts.
+    pub async fn arrived(
+        &self,
+        viewer: &str,
+        summary: Summary<'_>,
+        after: Option<&str>,
+        up_to: &str,
+    ) -> AppResult<Arrived> {
+        let mut select = feed_activity::Entity::find()
+            .select_only()
+            .column_as(
+                Expr::from(Func::count(Expr::col(feed_activity::Column::Id))),
+                "arrived",
+            )
+            .column_as(
+                Expr::from(Func::max(Expr::col(feed_activity::Column::Id))),
+                "latest",
+            )
+            .filter(feed_activity::Column::Id.lte(up_to));
+        if let Some(after) = after {
+            select = select.filter(feed_activity::Column::Id.gt(after));
+        }
+        select = match summary {
+            Summary::Feed { following_only } => select.filter(visible_to(viewer, following_only)),
+            Summary::Comments { target_id } => select
+                .filter(visible_to(viewer, false))
+                .filter(feed_activity::Column::ActivityType.eq("comment"))
+                .filter(feed_activity::Column::TargetId.eq(target_id)),
+        };
+        let row: Option<(i64, Option<String>)> = select.into_tuple().one(&self.db).await?;
+        let (count, latest_id) = row.unwrap_or((0, None));
+        Ok(Arrived {
+            count: u64::try_from(count).unwrap_or_default(),
+            latest_id,
+        })
+    }
+}
+
 /// The viewer's feed as a condition: followed actors (and, unless `following_only`, public
 /// activities), never the viewer's own. One subquery on the follows primary key, so the
 /// following list is never loaded into memory.

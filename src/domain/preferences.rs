@@ -170,6 +170,11 @@ impl PreferenceService {
         Ok(hidden.into_iter().collect())
     }
 
+    /// Which of `users` turned `shareReadReceipts` off, in one query (for receipt listings).
+    pub async fn hiding_read_receipts(&self, users: &[String]) -> AppResult<HashSet<String>> {
+        hiding_read_receipts(&self.db, users).await
+    }
+
     /// The user's preferences, defaults when none were saved.
     pub async fn get(&self, user_id: &str) -> AppResult<Arc<Preferences>> {
         let loaded = match prefs::Entity::find_by_id(user_id).one(&self.db).await? {
@@ -216,6 +221,26 @@ impl PreferenceService {
         .await?;
         Ok(Arc::new(next))
     }
+}
+
+/// Which of `users` turned `shareReadReceipts` off, in one query; the chat service uses it to
+/// derive message status without holding the preference service.
+pub async fn hiding_read_receipts(
+    db: &DatabaseConnection,
+    users: &[String],
+) -> AppResult<HashSet<String>> {
+    if users.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let hidden: Vec<String> = prefs::Entity::find()
+        .select_only()
+        .column(prefs::Column::UserId)
+        .filter(prefs::Column::UserId.is_in(users.iter().map(String::as_str)))
+        .filter(prefs::Column::ShareReadReceipts.eq(false))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(hidden.into_iter().collect())
 }
 
 #[cfg(test)]

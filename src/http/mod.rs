@@ -5,12 +5,14 @@ mod body_limit;
 mod chat;
 
 pub use chat::SendBody;
+mod etag;
 mod feed;
 mod health;
 mod internal;
 pub mod json;
 mod notifications;
 mod presence;
+mod room_state;
 
 pub use notifications::MarkReadBody;
 
@@ -38,7 +40,11 @@ pub fn router<A: Adapter>(state: AppState<A>) -> Router {
         .merge(chat::router())
         .merge(feed::router())
         .merge(notifications::router())
-        .merge(presence::router());
+        .merge(presence::router())
+        .merge(room_state::router())
+        // Every user GET is conditional (rooms, history, notifications, preferences, presence,
+        // receipts, feed): see `etag`.
+        .layer(middleware::from_fn(etag::conditional_get));
     Router::new()
         .merge(health::router())
         .nest("/api/v1/realtime", api)

@@ -81,6 +81,7 @@ fn register_handlers<A: Adapter>(socket: &SocketRef<A>) {
     super::feed::register(socket);
     super::notifications::register(socket);
     super::presence::register(socket);
+    super::room_presence::register(socket);
     socket.on_fallback(on_unknown_event::<A>);
 }
 
@@ -107,6 +108,7 @@ async fn on_disconnect<A: Adapter>(
         return;
     };
     tracing::debug!(sid = %socket.id, user = %user.id, %reason, "socket disconnected");
+    super::feed_counts::socket_gone(&socket);
     let offline_at = chrono::Utc::now() + grace(&core);
     let left = core
         .presence

@@ -198,6 +198,8 @@ impl<'a, A: Adapter> Emitter<'a, A> {
         if user_ids.is_empty() {
             return;
         }
+        // New members change the room's online count.
+        self.core.room_counts.mark([room_id.to_owned()]);
         let Some(ns) = self.namespace() else { return };
         let targets: Vec<String> = user_ids.iter().map(|u| rooms::user(u)).collect();
         let ops = ns.to(targets);
@@ -212,12 +214,15 @@ impl<'a, A: Adapter> Emitter<'a, A> {
         if user_ids.is_empty() {
             return;
         }
+        self.core.room_counts.mark([room_id.to_owned()]);
         let Some(ns) = self.namespace() else { return };
         let targets: Vec<String> = user_ids.iter().map(|u| rooms::user(u)).collect();
         let ops = ns.to(targets);
-        if let Err(e) = ops.clone().leave(rooms::chat(room_id)).await {
+        // Former members stop watching the room's presence too.
+        let left = vec![rooms::chat(room_id), rooms::presence_watch(room_id)];
+        if let Err(e) = ops.clone().leave(left.clone()).await {
             tracing::warn!(room = room_id, error = ?e, "removing members' sockets failed; removing local ones");
-            let _ = ops.local().leave(rooms::chat(room_id)).await;
+            let _ = ops.local().leave(left).await;
         }
     }
 

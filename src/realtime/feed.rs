@@ -1,5 +1,5 @@
-//! The live feed over Socket.IO (contract §6): `feed:subscribe` / `feed:unsubscribe`, and the
-//! fan-out of a published activity to the feed rooms of the actor's followers and to
+//! The live feed over Socket.IO (contract §6): `feed:subscribe` / `feed:unsubscribe` (with
+//! the summary modes of `feed_counts`: `mode: "counts"`, `feed:watch`), and the fan-out of a published activity to the feed rooms of the actor's followers and to
 //! `feed:public`.
 //!
 //! Fan-out cost is one emit per 1000 followers, whatever the follower count: the payload is
@@ -18,6 +18,7 @@ use validator::Validate;
 use super::ack::{Payload, parse};
 use super::context::EventCtx;
 use super::emit::Emitter;
+use super::feed_counts::{self, Mode};
 use super::rooms;
 use crate::domain::feed::{Activity, Audience};
 
@@ -29,29 +30,47 @@ pub const FAN_OUT_CHUNK: usize = 1000;
 pub fn register<A: Adapter>(socket: &SocketRef<A>) {
     socket.on("feed:subscribe", on_subscribe::<A>);
     socket.on("feed:unsubscribe", on_unsubscribe::<A>);
+    socket.on("feed:watch", on_watch::<A>);
+    socket.on("feed:unwatch", on_unwatch::<A>);
 }
 
 #[derive(Deserialize, Validate)]
 #[serde(rename_all = "camelCase")]
 struct SubscribePayload {
     following_only: Option<bool>,
+    /// `events` (default) or `counts` (see `feed_counts`).
+    mode: Option<Mode>,
+    interval_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Validate)]
 struct Empty {}
 
-/// Joins `feed:{userId}`, and `feed:public` unless `followingOnly: true`. Subscribing again
-/// replaces the choice: a later `followingOnly: true` leaves `feed:public`.
+/// Events mode joins `feed:{userId}`, and `feed:public` unless `followingOnly: true`.
+/// Subscribing again replaces the choice: a later `followingOnly: true` leaves `feed:public`,
+/// and switching mode leaves the other mode behind. Counts mode joins no feed room.
 async fn on_subscribe<A: Adapter>(
     ctx: EventCtx<A>,
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
 ) {
-    let EventCtx { socket, user, .. } = &ctx;
+    let EventCtx {
+        socket, user, core, ..
+    } = &ctx;
     ctx.respond("feed:subscribe", ack, async {
         let p: SubscribePayload = parse(data, Payload::Optional)?;
+        let following_only = p.following_only == Some(true);
+        if p.mode.unwrap_or_default() == Mode::Counts {
+            let asked = feed_counts::interval(core, p.interval_ms)?;
+            socket.leave(vec![rooms::feed(&user.id), rooms::FEED_PUBLIC.to_owned()]);
+            let every =
+                feed_counts::subscribe_counts(socket, core, &user.id, following_only, asked)
+                    .await?;
+            return Ok(json!({ "mode": "counts", "intervalMs": every.as_millis() as u64 }));
+        }
+        feed_counts::unsubscribe_counts(socket);
         socket.join(rooms::feed(&user.id));
-        if p.following_only == Some(true) {
+        if following_only {
             socket.leave(rooms::FEED_PUBLIC);
         } else {
             socket.join(rooms::FEED_PUBLIC);
@@ -61,7 +80,8 @@ async fn on_subscribe<A: Adapter>(
     .await;
 }
 
-/// Leaves both feed rooms; this socket gets no feed events until it subscribes again.
+/// Leaves both feed rooms and ends counts mode; this socket gets no feed events or summaries
+/// until it subscribes again (watched targets stay watched).
 async fn on_unsubscribe<A: Adapter>(
     ctx: EventCtx<A>,
     TryData(data): TryData<Value>,
@@ -71,6 +91,52 @@ async fn on_unsubscribe<A: Adapter>(
     ctx.respond("feed:unsubscribe", ack, async {
         parse::<Empty>(data, Payload::Optional)?;
         socket.leave(vec![rooms::feed(&user.id), rooms::FEED_PUBLIC.to_owned()]);
+        feed_counts::unsubscribe_counts(socket);
+        Ok(json!({}))
+    })
+    .await;
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(rename_all = "camelCase")]
+struct WatchPayload {
+    #[validate(length(min = 1, max = 128))]
+    target_id: String,
+    interval_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(rename_all = "camelCase")]
+struct UnwatchPayload {
+    #[validate(length(min = 1, max = 128))]
+    target_id: String,
+}
+
+/// `feed:watch { targetId, intervalMs? }` → `feed:new_comments_available { targetId, count }`
+/// at most once per interval while comments the viewer may see arrive on the target.
+async fn on_watch<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, ack: AckSender<A>) {
+    let EventCtx {
+        socket, user, core, ..
+    } = &ctx;
+    ctx.respond("feed:watch", ack, async {
+        let p: WatchPayload = parse(data, Payload::Required)?;
+        let asked = feed_counts::interval(core, p.interval_ms)?;
+        let every = feed_counts::watch_target(socket, core, &user.id, &p.target_id, asked).await?;
+        Ok(json!({ "targetId": p.target_id, "intervalMs": every.as_millis() as u64 }))
+    })
+    .await;
+}
+
+/// `feed:unwatch { targetId }`: no more comment counts for the target on this socket.
+async fn on_unwatch<A: Adapter>(
+    ctx: EventCtx<A>,
+    TryData(data): TryData<Value>,
+    ack: AckSender<A>,
+) {
+    let EventCtx { socket, .. } = &ctx;
+    ctx.respond("feed:unwatch", ack, async {
+        let p: UnwatchPayload = parse(data, Payload::Required)?;
+        feed_counts::unwatch_target(socket, &p.target_id);
         Ok(json!({}))
     })
     .await;

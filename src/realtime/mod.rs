@@ -8,10 +8,12 @@ mod connection;
 mod context;
 pub mod emit;
 mod feed;
+mod feed_counts;
 mod membership;
 mod notifications;
 mod order;
 pub mod presence;
+pub mod room_presence;
 pub mod rooms;
 
 pub use connection::{NAMESPACE, grace, on_connect};

@@ -207,7 +207,6 @@ pub async fn announce<A: Adapter>(
             }
         };
         let audience = match core.presence.audience(&core.preferences, &user_id).await {
-            Ok(a) if a.is_empty() => continue,
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(user = %user_id, error = %e, "presence audience failed");
@@ -215,17 +214,22 @@ pub async fn announce<A: Adapter>(
             }
         };
         let emitter = Emitter::server(&io, &core);
-        let targets: Vec<String> = audience.iter().map(|u| rooms::user(u)).collect();
+        let mut targets: Vec<String> = audience.iter().map(|u| rooms::user(u)).collect();
         match event {
             PresenceEvent::Status(change) => {
+                // Watchers of the user's rooms hear status changes too, in the same emits, so a
+                // socket that is both a follower's and a watcher's gets each change once.
+                targets.extend(super::room_presence::watch_targets(&core, &user_id).await);
                 let payload = json!({
                     "userId": change.user_id,
                     "status": change.status,
                     "lastSeen": crate::time::rfc3339(&change.last_seen),
                 });
-                emitter
-                    .send(emitter.to_all(targets), "presence:update", &payload)
-                    .await;
+                for chunk in targets.chunks(super::feed::FAN_OUT_CHUNK) {
+                    emitter
+                        .send(emitter.to_all(chunk.to_vec()), "presence:update", &payload)
+                        .await;
+                }
             }
             PresenceEvent::TypingEnded { .. } => {}
             PresenceEvent::Activity {
@@ -233,6 +237,9 @@ pub async fn announce<A: Adapter>(
                 activity,
                 metadata,
             } => {
+                if targets.is_empty() {
+                    continue;
+                }
                 let payload =
                     json!({ "userId": user_id, "activity": activity, "metadata": metadata });
                 emitter

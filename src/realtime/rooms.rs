@@ -17,3 +17,11 @@ pub fn feed(user_id: &str) -> String {
 
 /// Sockets subscribed to public activities.
 pub const FEED_PUBLIC: &str = "feed:public";
+
+/// Prefix of the rooms of `presence:watch` subscribers.
+pub const PRESENCE_WATCH_PREFIX: &str = "presence:room:";
+
+/// Sockets that asked to hear about one chat room's member presence (`presence:watch`).
+pub fn presence_watch(room_id: &str) -> String {
+    format!("{PRESENCE_WATCH_PREFIX}{room_id}")
+}

@@ -12,6 +12,7 @@ mod config;
 mod health;
 mod heartbeat;
 mod http_edges;
+mod live_views;
 mod migrations;
 mod presence;
 mod profile_names;

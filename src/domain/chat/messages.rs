@@ -260,8 +260,11 @@ impl ChatService {
             HistoryQuery::Before(_) if has_more => rows.last().map(|m| m.id.clone()),
             _ => None,
         };
+        let mut messages: Vec<Message> = rows.into_iter().map(Message::from).collect();
+        self.add_direct_status(viewer, room_id, &mut messages)
+            .await?;
         Ok(History {
-            messages: rows.into_iter().map(Message::from).collect(),
+            messages,
             has_more,
             next_cursor,
         })

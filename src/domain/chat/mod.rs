@@ -20,7 +20,7 @@ use sea_orm::{
 pub use content::sanitize;
 pub use messages::{History, HistoryQuery, NewMessage, Sent};
 pub use model::{Member, Message, MessageType, Room, RoomChange, RoomType};
-pub use receipts::Watermark;
+pub use receipts::{MemberReceipt, MessageStatus, ReceiptPage, Watermark};
 pub use rooms::{MemberChange, NewRoom, RoomPage};
 
 use crate::domain::cache::{CacheBus, Generation, Invalidation};

@@ -145,6 +145,10 @@ pub struct Message {
     #[serde(with = "serde_rfc3339::option")]
     pub edited_at: Option<DateTime<Utc>>,
     pub deleted: bool,
+    /// Sent → delivered → read, on the viewer's own messages of a direct room in history and
+    /// `chat:sync` answers; absent everywhere else (live events go to both members alike).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<super::MessageStatus>,
 }
 
 impl From<message::Model> for Message {
@@ -167,6 +171,7 @@ impl From<message::Model> for Message {
             created_at: row.created_at,
             edited_at: row.edited_at,
             deleted: row.deleted,
+            status: None,
         }
     }
 }

@@ -4,8 +4,10 @@
 //! [`PresenceService`] adds the rules that need the database (audience, privacy, `lastSeen`).
 
 mod memory;
+pub mod rooms;
 
 pub use memory::MemoryPresence;
+pub use rooms::{RoomCounts, RoomPresencePage, room_presence};
 
 use std::sync::Arc;
 
@@ -162,6 +164,19 @@ impl PresenceService {
         audience.dedup();
         audience.retain(|u| u != user_id);
         Ok(audience)
+    }
+
+    /// The chat rooms whose watchers (`presence:watch`) hear about `user_id`'s presence: all of
+    /// the user's rooms, or none when the user does not share their online status.
+    pub async fn watched_rooms(
+        &self,
+        prefs: &PreferenceService,
+        user_id: &str,
+    ) -> AppResult<Vec<String>> {
+        if !prefs.get(user_id).await?.share_online_status {
+            return Ok(Vec::new());
+        }
+        crate::domain::chat::room_ids_of(&self.db, user_id).await
     }
 
     /// The other members of the user's direct rooms, in one query.
