@@ -22,7 +22,7 @@ use fred::prelude::*;
 use fred::types::scripts::Script;
 use serde_json::Value as Json;
 
-use crate::domain::bounded::Generations;
+use crate::domain::bounded::{DueQueue, Generations};
 use crate::domain::presence::{Live, PresenceStore, Status};
 
 const RESERVE: &str = r#"
@@ -91,23 +91,29 @@ end
 return false
 "#;
 
-/// The idle check of a batch of users: KEYS are (state, conns) pairs, ARGV[1] the cutoff;
-/// returns the 1-based positions of the users who turned away.
+/// The idle check of a batch of users: KEYS are (state, conns) pairs, ARGV[1] the cutoff. One
+/// result per user: -1 turned away (to announce), 0 nothing to watch (gone, idle or not yet
+/// online; a chosen status turns idle silently), or the `last_active` (ms) of a user active
+/// since the cutoff, to look at again later.
 const SWEEP_BATCH: &str = r#"
-local turned = {}
+local results = {}
 local cutoff = tonumber(ARGV[1])
 for i = 1, #KEYS, 2 do
   local state, conns = KEYS[i], KEYS[i + 1]
+  local result = 0
   if redis.call('HGET', state, 'announced') == '1' and redis.call('HGET', state, 'idle') ~= '1'
      and redis.call('HLEN', conns) > 0 then
     local last = tonumber(redis.call('HGET', state, 'last_active') or '0')
-    if last < cutoff then
+    if last >= cutoff then
+      result = last
+    else
       redis.call('HSET', state, 'idle', '1')
-      if not redis.call('HGET', state, 'manual') then turned[#turned + 1] = (i + 1) / 2 end
+      if not redis.call('HGET', state, 'manual') then result = -1 end
     end
   end
+  results[#results + 1] = result
 end
-return turned
+return results
 "#;
 
 /// Users checked by one idle-sweep script call: one round trip per this many local users.
@@ -157,6 +163,9 @@ pub struct RedisPresence {
     /// When each recently active user was last written; forgets users idle for a period or two
     /// without any scan (see [`Generations`]).
     last_touch: Mutex<Generations<String, Instant>>,
+    /// This node's users that may turn idle, by the time of their activity seen here: the idle
+    /// sweep checks only the ones filed before its cutoff, not every local user each tick.
+    idle_candidates: Mutex<DueQueue>,
     /// Set by the first heartbeat: later heartbeats that find the node missing mean it was reaped.
     registered: AtomicBool,
     reserve: Script,
@@ -210,6 +219,7 @@ impl RedisPresence {
             node_ttl,
             touch_every,
             last_touch: Mutex::new(Generations::new(touch_every, Instant::now())),
+            idle_candidates: Mutex::new(DueQueue::default()),
             registered: AtomicBool::new(false),
             reserve: Script::from_lua(RESERVE),
             release: Script::from_lua(RELEASE),
@@ -258,6 +268,14 @@ impl RedisPresence {
         drop(last);
         drop(dropped);
         true
+    }
+
+    /// Files `user` as an idle candidate (activity at `at` ms), unless already filed.
+    fn file_candidate(&self, user: &str, at: i64) {
+        self.idle_candidates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .file(user, at);
     }
 
     /// How many users' last write times are held (for tests of the memory bound).
@@ -338,6 +356,7 @@ impl PresenceStore for RedisPresence {
             .came_online
             .evalsha_with_reload(&self.client, keys, args)
             .await?;
+        self.file_candidate(user, ms(now));
         Ok(status.as_deref().and_then(parse_status))
     }
 
@@ -364,6 +383,7 @@ impl PresenceStore for RedisPresence {
         if !self.touch_due(user, Instant::now()) {
             return Ok(None);
         }
+        self.file_candidate(user, ms(now));
         let status: Option<String> = self
             .touch
             .evalsha_with_reload(
@@ -376,26 +396,43 @@ impl PresenceStore for RedisPresence {
     }
 
     async fn sweep_idle(&self, cutoff: DateTime<Utc>) -> anyhow::Result<Vec<String>> {
-        // Each node sweeps the users it has sockets for; a user on two nodes is swept twice, and
-        // the script makes only one of the sweeps count.
-        let users: Vec<String> = self.client.smembers(self.node_users(&self.node_id)).await?;
+        // Each node sweeps the users active on it (a user on two nodes may be swept by both;
+        // the script makes only one of the sweeps count), and only those whose activity seen
+        // here is older than the cutoff: the cost of a tick follows who may be due.
+        let cutoff = ms(cutoff);
+        let due = self
+            .idle_candidates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_before(cutoff);
         let mut turned = Vec::new();
         // One script call per batch of users, not one round trip per user.
-        for batch in users.chunks(SWEEP_BATCH_USERS) {
+        for (index, batch) in due.chunks(SWEEP_BATCH_USERS).enumerate() {
             let keys: Vec<String> = batch
                 .iter()
                 .flat_map(|user| [self.state(user), self.conns(user)])
                 .collect();
-            let positions: Vec<i64> = self
+            let results: Vec<i64> = match self
                 .sweep_batch
-                .evalsha_with_reload(&self.client, keys, vec![ms(cutoff).to_string()])
-                .await?;
-            turned.extend(positions.into_iter().filter_map(|p| {
-                usize::try_from(p - 1)
-                    .ok()
-                    .and_then(|i| batch.get(i))
-                    .cloned()
-            }));
+                .evalsha_with_reload(&self.client, keys, vec![cutoff.to_string()])
+                .await
+            {
+                Ok(results) => results,
+                Err(e) => {
+                    // Keep watching the users not checked yet; the next tick tries again.
+                    for user in due.iter().skip(index * SWEEP_BATCH_USERS) {
+                        self.file_candidate(user, cutoff - 1);
+                    }
+                    return Err(e.into());
+                }
+            };
+            for (user, result) in batch.iter().zip(results) {
+                match result {
+                    -1 => turned.push(user.clone()),
+                    last if last > 0 => self.file_candidate(user, last),
+                    _ => {}
+                }
+            }
         }
         Ok(turned)
     }
@@ -411,6 +448,7 @@ impl PresenceStore for RedisPresence {
             .set_status
             .evalsha_with_reload(&self.client, vec![self.state(user)], args)
             .await?;
+        self.file_candidate(user, ms(now));
         Ok(changed.as_deref().and_then(parse_status))
     }
 

@@ -97,6 +97,47 @@ impl<K: Hash + Eq, V> Generations<K, V> {
     }
 }
 
+/// Users filed under the time of their activity, taken oldest first: lets a sweeper look only
+/// at the users that may be due instead of at everyone each tick. A user is filed once (filing
+/// again is a no-op until they are taken), so frequent events cost one hash lookup.
+#[derive(Debug, Default)]
+pub struct DueQueue {
+    filed: HashMap<String, i64>,
+    order: std::collections::BTreeSet<(i64, String)>,
+}
+
+impl DueQueue {
+    /// Files `user` at `at` unless already filed.
+    pub fn file(&mut self, user: &str, at: i64) {
+        if !self.filed.contains_key(user) {
+            self.filed.insert(user.to_owned(), at);
+            self.order.insert((at, user.to_owned()));
+        }
+    }
+
+    /// Takes every user filed before `cutoff`, oldest first.
+    pub fn take_before(&mut self, cutoff: i64) -> Vec<String> {
+        let mut due = Vec::new();
+        while self.order.first().is_some_and(|(at, _)| *at < cutoff) {
+            if let Some((_, user)) = self.order.pop_first() {
+                self.filed.remove(&user);
+                due.push(user);
+            }
+        }
+        due
+    }
+
+    /// How many users are filed.
+    pub fn len(&self) -> usize {
+        self.filed.len()
+    }
+
+    /// Whether nobody is filed.
+    pub fn is_empty(&self) -> bool {
+        self.filed.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +160,20 @@ mod tests {
         let dropped = map.expire(t0 + period * 10);
         assert_eq!(dropped.len(), 1);
         assert!(map.is_empty());
+    }
+
+    #[test]
+    fn due_queue_files_once_and_takes_only_the_due() {
+        let mut q = DueQueue::default();
+        q.file("a", 10);
+        q.file("b", 20);
+        q.file("a", 30);
+        assert_eq!(q.len(), 2, "filing again is a no-op");
+        assert_eq!(q.take_before(15), ["a"]);
+        assert_eq!(q.take_before(15), Vec::<String>::new());
+        q.file("a", 30);
+        assert_eq!(q.take_before(100), ["b", "a"]);
+        assert!(q.is_empty());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use switchboard::domain::chat::{NewRoom, RoomType};
 use switchboard::domain::notifications::NewNotification;
 
-use crate::common::{Backend, TestApp, spawn_app, spawn_app_with};
+use crate::common::{Backend, TestApp, spawn_app, spawn_app_with, spawn_cluster};
 
 const SERVICE_KEY: &str = "service-key-for-the-load-tests-0123";
 const REST: &str = "/api/v1/realtime";
@@ -427,3 +427,45 @@ backend_tests!(
     online_friends_are_paged_past_40000_followees,
     presence_fan_out_is_chunked,
 );
+
+/// The Redis idle sweep checks the users that may be due, a batch per script call, and finds
+/// exactly the silent ones.
+#[tokio::test]
+async fn redis_idle_sweep_finds_exactly_the_silent_users() {
+    let nodes = spawn_cluster(Backend::Sqlite, 1, &[]).await;
+    let store = &nodes[0].core.presence.store;
+    let t0 = Utc::now();
+    let users: Vec<String> = (0..1200).map(|i| format!("idle{i:04}")).collect();
+    for user in &users {
+        assert!(store.reserve_connection(user, "sid", 10).await.unwrap());
+        store.came_online(user, t0).await.unwrap();
+    }
+    for user in users.iter().step_by(2) {
+        store
+            .touch(user, t0 + chrono::Duration::seconds(10))
+            .await
+            .unwrap();
+    }
+    let mut turned = store
+        .sweep_idle(t0 + chrono::Duration::seconds(5))
+        .await
+        .unwrap();
+    turned.sort();
+    let silent: Vec<String> = users.iter().skip(1).step_by(2).cloned().collect();
+    assert_eq!(turned, silent, "only the silent half turns away");
+    assert!(
+        store
+            .sweep_idle(t0 + chrono::Duration::seconds(5))
+            .await
+            .unwrap()
+            .is_empty(),
+        "reported once"
+    );
+    let mut later = store
+        .sweep_idle(t0 + chrono::Duration::seconds(20))
+        .await
+        .unwrap();
+    later.sort();
+    let active: Vec<String> = users.iter().step_by(2).cloned().collect();
+    assert_eq!(later, active, "the active half, once silent too");
+}
