@@ -198,25 +198,27 @@ impl PresenceService {
     }
 
     /// The presence of `users` as `viewer` sees it: live state when connected, else offline
-    /// with the stored `lastSeen`; users hiding their status look offline to everyone else.
+    /// with the stored `lastSeen`; users hiding their status look offline to everyone else. Ids
+    /// are bound a chunk at a time, so any number of users may be asked for.
     pub async fn view(
         &self,
         prefs: &PreferenceService,
         viewer: &str,
         users: &[String],
     ) -> AppResult<Vec<PresenceView>> {
-        let live: std::collections::HashMap<String, Live> =
-            self.store.get_many(users).await?.into_iter().collect();
-        let stored: std::collections::HashMap<String, Option<DateTime<Utc>>> = user::Entity::find()
-            .select_only()
-            .column(user::Column::Id)
-            .column(user::Column::LastSeen)
-            .filter(user::Column::Id.is_in(users.iter().map(String::as_str)))
-            .into_tuple::<(String, Option<DateTime<Utc>>)>()
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .collect();
+        let live: HashMap<String, Live> = self.store.get_many(users).await?.into_iter().collect();
+        let mut stored: HashMap<String, Option<DateTime<Utc>>> = HashMap::new();
+        for chunk in users.chunks(MAX_BIND_IDS) {
+            let rows = user::Entity::find()
+                .select_only()
+                .column(user::Column::Id)
+                .column(user::Column::LastSeen)
+                .filter(user::Column::Id.is_in(chunk.iter().map(String::as_str)))
+                .into_tuple::<(String, Option<DateTime<Utc>>)>()
+                .all(&self.db)
+                .await?;
+            stored.extend(rows);
+        }
         let hiding = prefs.hiding_online_status(users).await?;
         let mut views = Vec::with_capacity(users.len());
         for user_id in users {
