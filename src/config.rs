@@ -102,6 +102,11 @@ pub struct Config {
     /// Largest HTTP body and Socket.IO packet, in bytes.
     #[arg(long, env = "MAX_PAYLOAD_BYTES", default_value_t = 1_000_000)]
     pub max_payload_bytes: usize,
+    /// Rooms with more members than this list only their first ones (by join order) in the
+    /// room object, and send `chat:room_updated` as one emit to the room; the full list is paged
+    /// by `GET /chat/rooms/:id/members`. Keeps a membership change's cost independent of size.
+    #[arg(long, env = "ROOM_MEMBERS_INLINE_MAX", default_value_t = 100)]
+    pub room_members_inline_max: usize,
     /// Delay before a user whose last socket went away turns offline.
     #[arg(long, env = "PRESENCE_GRACE_MS", default_value_t = 5_000)]
     pub presence_grace_ms: u64,

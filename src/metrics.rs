@@ -6,7 +6,8 @@
 //! [`ErrorCode`]s, HTTP routes are matched templates or `unmatched`, HTTP methods go through
 //! [`method_label`], statuses are three digits.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
@@ -25,6 +26,25 @@ const LATENCY_BUCKETS: &[f64] = &[
 #[derive(Clone)]
 pub struct Metrics {
     handle: PrometheusHandle,
+    /// Fan-out emits of this app instance. Kept here as well as in the (process-wide)
+    /// recorder so a test can read what one server did while others run in the same process.
+    fan_out: Arc<Mutex<HashMap<&'static str, FanOut>>>,
+}
+
+/// What the fan-out paths (room updates, notifications, presence) emitted for one event name:
+/// the cost of a change, in emits, target rooms and payload bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FanOut {
+    /// Broadcasts handed to the adapter.
+    pub emits: u64,
+    /// Socket.IO rooms named, summed over the emits.
+    pub rooms: u64,
+    /// Most rooms named by one emit.
+    pub max_rooms: u64,
+    /// Serialised payload bytes, summed over the emits.
+    pub bytes: u64,
+    /// Largest serialised payload.
+    pub max_bytes: u64,
 }
 
 impl Metrics {
@@ -33,6 +53,7 @@ impl Metrics {
         if let Some(handle) = HANDLE.get() {
             return Ok(Self {
                 handle: handle.clone(),
+                fan_out: Arc::default(),
             });
         }
         let recorder = PrometheusBuilder::new()
@@ -44,7 +65,10 @@ impl Metrics {
             let _ = HANDLE.set(handle.clone());
         }
         let handle = HANDLE.get().cloned().unwrap_or(handle);
-        Ok(Self { handle })
+        Ok(Self {
+            handle,
+            fan_out: Arc::default(),
+        })
     }
 
     /// The text exposition for `GET /metrics`.
@@ -73,6 +97,25 @@ impl Metrics {
 
     pub fn event_out(&self, event: &'static str) {
         counter!("switchboard_events_out_total", "event" => event).increment(1);
+    }
+
+    /// One fan-out broadcast of `event` naming `rooms` Socket.IO rooms with a `bytes` payload.
+    pub fn fan_out(&self, event: &'static str, rooms: usize, bytes: usize) {
+        counter!("switchboard_fan_out_emits_total", "event" => event).increment(1);
+        counter!("switchboard_fan_out_bytes_total", "event" => event).increment(bytes as u64);
+        let mut all = self.fan_out.lock().unwrap_or_else(|p| p.into_inner());
+        let stats = all.entry(event).or_default();
+        stats.emits += 1;
+        stats.rooms += rooms as u64;
+        stats.max_rooms = stats.max_rooms.max(rooms as u64);
+        stats.bytes += bytes as u64;
+        stats.max_bytes = stats.max_bytes.max(bytes as u64);
+    }
+
+    /// What this instance's fan-out paths emitted for `event` so far.
+    pub fn fan_out_stats(&self, event: &str) -> FanOut {
+        let all = self.fan_out.lock().unwrap_or_else(|p| p.into_inner());
+        all.get(event).copied().unwrap_or_default()
     }
 
     pub fn ack_error(&self, event: &'static str, code: ErrorCode) {

@@ -98,6 +98,7 @@ impl Application {
         };
         let limits = ChatLimits {
             max_message_length: config.max_message_length,
+            members_inline_max: config.room_members_inline_max,
         };
         let (presence_tx, presence_rx) = tokio::sync::mpsc::unbounded_channel();
         let core = Arc::new(Core {
@@ -106,7 +107,7 @@ impl Application {
             bus,
             notifications: NotificationService::new(db.clone()),
             feed: FeedService::new(db.clone()),
-            typing: TypingTracker::new(config.typing_throttle()),
+            typing: TypingTracker::new(config.typing_throttle(), config.typing_timeout()),
             presence: PresenceService::new(presence_store, db.clone()),
             presence_events: presence_tx,
             room_counts: Default::default(),

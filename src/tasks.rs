@@ -10,6 +10,7 @@ use socketioxide::adapter::Adapter;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::domain::presence::PresenceEvent;
+use crate::realtime::emit::Emitter;
 use crate::realtime::presence;
 use crate::state::Core;
 
@@ -28,7 +29,8 @@ pub fn spawn_all<A: Adapter>(
         io.clone(),
         core.clone(),
     ));
-    tokio::spawn(presence_reaper(io, core.clone()));
+    tokio::spawn(presence_reaper(io.clone(), core.clone()));
+    tokio::spawn(typing_sweeper(io, core.clone()));
     tokio::spawn(idle_sweeper(core.clone()));
     tokio::spawn(notification_purger(core));
 }
@@ -78,6 +80,32 @@ async fn presence_reaper<A: Adapter>(io: SocketIo<A>, core: Arc<Core>) {
         }
     }
     tracing::info!(task = "presence_reaper", "stopped");
+}
+
+/// Sends the automatic `isTyping: false` of every typing signal not refreshed for
+/// `TYPING_TIMEOUT_MS`: one task sleeping until the earliest deadline, whatever the number of
+/// signals.
+async fn typing_sweeper<A: Adapter>(io: SocketIo<A>, core: Arc<Core>) {
+    tracing::info!(task = "typing_sweeper", "started");
+    loop {
+        let next = core.typing.next_deadline();
+        let wait = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = wait => {}
+            () = core.typing.earlier_deadline() => continue,
+            () = core.shutdown.cancelled() => break,
+        }
+        let emitter = Emitter::server(&io, &core);
+        for (user_id, room_id) in core.typing.take_due(std::time::Instant::now()) {
+            emitter.typing(&room_id, &user_id, false).await;
+        }
+    }
+    tracing::info!(task = "typing_sweeper", "stopped");
 }
 
 /// Turns users with no client events for `IDLE_TIMEOUT_MS` away.

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { UUID_RE, ackError, ackOk, httpError, httpStatus, rfc3339 } from '../lib/assertions.mjs';
 import { createDirect, createGroup, createPublic, createRoomRes, getRoom, sendRest, sendSocket } from '../lib/chat.mjs';
-import { emitAck, fakeId, none, once } from '../lib/client.mjs';
+import { emitAck, fakeId, none, once, record } from '../lib/client.mjs';
 import { makeUser, makeUsers, useServer } from '../lib/harness.mjs';
 
 const memberIds = (room) => room.members.map((m) => m.userId).sort();
@@ -242,6 +242,77 @@ describe('chat rooms', () => {
       await removed;
       httpError(await c.api('GET', `/chat/rooms/${room.id}`), 403, 'FORBIDDEN');
       assert.deepEqual(memberIds(await getRoom(a, room.id)), [a.id]);
+    });
+  });
+
+  describe('big rooms (over ROOM_MEMBERS_INLINE_MAX, default 100)', () => {
+    const INLINE_MAX = 100;
+
+    /** A public room with `n` more members (ids only, created on first use) plus `users`. */
+    async function bigRoom(owner, users, n, prefix) {
+      const room = await createPublic(owner, 'big');
+      const others = Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
+      for (let i = 0; i < others.length; i += 500) {
+        httpStatus(await owner.api('POST', `/chat/rooms/${room.id}/members`, { body: { userIds: others.slice(i, i + 500) } }), 200);
+      }
+      httpStatus(await owner.api('POST', `/chat/rooms/${room.id}/members`, { body: { userIds: users.map((u) => u.id) } }), 200);
+      return room;
+    }
+
+    it('a join sends each member one chat:room_updated of bounded size, with memberCount and userIds', async () => {
+      const [owner, member, newcomer] = await makeUsers(ctx.server, 3, 'bigjoin');
+      const room = await bigRoom(owner, [member], 600, fakeId());
+      const total = 602;
+      const sockets = [(await owner.connect()).socket, (await member.connect()).socket];
+      const logs = sockets.map((s) => record(s, 'chat:room_updated', (p) => p?.room?.id === room.id));
+      const { socket: ns } = await newcomer.connect();
+
+      const ack = ackOk(await emitAck(ns, 'chat:join', { roomId: room.id }));
+      assert.equal(ack.room.memberCount, total + 1);
+      assert.equal(ack.room.members.length, INLINE_MAX, 'the room object lists only the first members');
+      assert.equal(ack.room.unreadCount, 0, 'the joiner still sees their own unread count');
+
+      for (const log of logs) {
+        const [update] = await log.count(1);
+        assert.equal(update.change, 'member_added');
+        assert.deepEqual(update.userIds, [newcomer.id], 'who joined');
+        assert.equal(update.room.memberCount, total + 1);
+        assert.equal(update.room.members.length, INLINE_MAX);
+        assert.ok(!('unreadCount' in update.room), 'per-member counts are not in a room-wide emit');
+      }
+      // One more change proves the first was delivered once: each socket has exactly one per change.
+      const left = sockets.map((s) => roomUpdated(s, room.id, 'member_removed'));
+      assert.equal((await newcomer.api('DELETE', `/chat/rooms/${room.id}/members/${encodeURIComponent(newcomer.id)}`)).status, 204);
+      const removals = await Promise.all(left);
+      for (const removal of removals) assert.deepEqual(removal.userIds, [newcomer.id]);
+      for (const log of logs) {
+        assert.deepEqual(log.items.map((p) => p.change), ['member_added', 'member_removed']);
+        log.stop();
+      }
+    });
+
+    it('GET /chat/rooms/:id/members pages through every member, newest first', async () => {
+      const [owner, member] = await makeUsers(ctx.server, 2, 'bigpage');
+      const room = await bigRoom(owner, [member], 230, fakeId());
+      const seen = [];
+      let cursor = null;
+      for (let page = 0; page < 10; page++) {
+        const query = cursor ? `?limit=100&before=${encodeURIComponent(cursor)}` : '?limit=100';
+        const res = httpStatus(await member.api('GET', `/chat/rooms/${room.id}/members${query}`), 200);
+        assert.ok(res.items.length <= 100);
+        for (const m of res.items) rfc3339(m.joinedAt, 'members[].joinedAt');
+        seen.push(...res.items.map((m) => m.userId));
+        cursor = res.nextCursor;
+        if (cursor === null) break;
+      }
+      assert.equal(cursor, null, 'paging ends');
+      assert.equal(seen.length, 232);
+      assert.equal(new Set(seen).size, 232);
+      assert.equal(seen[0], member.id, 'most recently joined first');
+      assert.equal(seen.at(-1), owner.id);
+      const got = await getRoom(member, room.id);
+      assert.equal(got.memberCount, 232);
+      assert.equal(got.members.length, INLINE_MAX);
     });
   });
 });

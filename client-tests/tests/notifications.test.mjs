@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { UUID_RE, ackError, ackOk, assertIncludes, httpError, httpStatus, rfc3339 } from '../lib/assertions.mjs';
 import { setPreferences } from '../lib/chat.mjs';
-import { emitAck, eventually, none, once } from '../lib/client.mjs';
+import { emitAck, eventually, fakeId, none, once } from '../lib/client.mjs';
 import { makeUser, makeUsers, useServer } from '../lib/harness.mjs';
 
 const QUIET_MS = 700;
@@ -94,6 +94,35 @@ describe('notifications: creation and delivery', () => {
       assert.deepEqual(names, ['notification:new', 'notification:unread_count']);
       const { userId, ...wire } = created;
       assert.deepEqual(log.find(([e]) => e === 'notification:new')[1], wire, 'notification:new carries the stored object');
+    }
+  });
+
+  it('1000 recipients in one call: all stored, each connected one gets theirs and their own count', async () => {
+    const connected = await makeUsers(ctx.server, 4, 'bulk');
+    const [earlier, muted] = connected;
+    await notify(ctx.server, earlier, { type: 'system' });
+    await setPreferences(muted, { like: { inApp: false } });
+    const sockets = await Promise.all(connected.map(async (u) => (await u.connect()).socket));
+    const others = Array.from({ length: 1000 - connected.length }, (_, i) => `bulk-${fakeId()}-${i}`);
+    const userIds = [...connected.map((u) => u.id), ...others];
+    const counts = sockets.map((s, i) => unreadCount(s, i === 0 ? 2 : 1));
+    const news = sockets.map((s, i) => (i === 1 ? none(s, 'notification:new', QUIET_MS) : once(s, 'notification:new')));
+
+    const res = await notifyRes(ctx.server, userIds, { type: 'like', title: 'Bulk', message: 'To everyone' });
+    assert.equal(res.status, 201);
+    assert.equal(res.body.created, 1000);
+    assert.deepEqual(new Set(res.body.notifications.map((n) => n.userId)), new Set(userIds));
+
+    await Promise.all(counts);
+    const delivered = await Promise.all(news);
+    assert.equal(delivered[1], true, 'in-app off: stored, not delivered');
+    for (const i of [0, 2, 3]) {
+      const mine = res.body.notifications.find((n) => n.userId === connected[i].id);
+      assert.equal(delivered[i].id, mine.id, 'each recipient gets their own notification');
+    }
+    for (const [i, user] of connected.entries()) {
+      const page = await list(user, '?unread_only=true');
+      assert.equal(page.items.length, i === 0 ? 2 : 1, `${user.id} has their notifications stored`);
     }
   });
 

@@ -22,6 +22,7 @@ use fred::prelude::*;
 use fred::types::scripts::Script;
 use serde_json::Value as Json;
 
+use crate::domain::bounded::{DueQueue, Generations};
 use crate::domain::presence::{Live, PresenceStore, Status};
 
 const RESERVE: &str = r#"
@@ -90,16 +91,33 @@ end
 return false
 "#;
 
-const SWEEP_ONE: &str = r#"
-if redis.call('HGET', KEYS[1], 'announced') ~= '1' then return 0 end
-if redis.call('HGET', KEYS[1], 'idle') == '1' then return 0 end
-if redis.call('HLEN', KEYS[2]) == 0 then return 0 end
-local last = tonumber(redis.call('HGET', KEYS[1], 'last_active') or '0')
-if last >= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'idle', '1')
-if redis.call('HGET', KEYS[1], 'manual') then return 0 end
-return 1
+/// The idle check of a batch of users: KEYS are (state, conns) pairs, ARGV[1] the cutoff. One
+/// result per user: -1 turned away (to announce), 0 nothing to watch (gone, idle or not yet
+/// online; a chosen status turns idle silently), or the `last_active` (ms) of a user active
+/// since the cutoff, to look at again later.
+const SWEEP_BATCH: &str = r#"
+local results = {}
+local cutoff = tonumber(ARGV[1])
+for i = 1, #KEYS, 2 do
+  local state, conns = KEYS[i], KEYS[i + 1]
+  local result = 0
+  if redis.call('HGET', state, 'announced') == '1' and redis.call('HGET', state, 'idle') ~= '1'
+     and redis.call('HLEN', conns) > 0 then
+    local last = tonumber(redis.call('HGET', state, 'last_active') or '0')
+    if last >= cutoff then
+      result = last
+    else
+      redis.call('HSET', state, 'idle', '1')
+      if not redis.call('HGET', state, 'manual') then result = -1 end
+    end
+  end
+  results[#results + 1] = result
+end
+return results
 "#;
+
+/// Users checked by one idle-sweep script call: one round trip per this many local users.
+const SWEEP_BATCH_USERS: usize = 500;
 
 const SET_STATUS: &str = r#"
 if redis.call('HGET', KEYS[1], 'announced') ~= '1' then return false end
@@ -142,7 +160,12 @@ pub struct RedisPresence {
     /// Skip writing `last_active` to Redis more often than this per user: events can be many
     /// per second, and idleness is measured in minutes (or, in tests, a few hundred ms).
     touch_every: Duration,
-    last_touch: Mutex<HashMap<String, Instant>>,
+    /// When each recently active user was last written; forgets users idle for a period or two
+    /// without any scan (see [`Generations`]).
+    last_touch: Mutex<Generations<String, Instant>>,
+    /// This node's users that may turn idle, by the time of their activity seen here: the idle
+    /// sweep checks only the ones filed before its cutoff, not every local user each tick.
+    idle_candidates: Mutex<DueQueue>,
     /// Set by the first heartbeat: later heartbeats that find the node missing mean it was reaped.
     registered: AtomicBool,
     reserve: Script,
@@ -150,7 +173,7 @@ pub struct RedisPresence {
     came_online: Script,
     take_offline: Script,
     touch: Script,
-    sweep_one: Script,
+    sweep_batch: Script,
     set_status: Script,
     set_activity: Script,
     drop_node_user: Script,
@@ -188,20 +211,22 @@ impl RedisPresence {
         idle_timeout: Duration,
     ) -> Self {
         let with_status = |body: &str| Script::from_lua(format!("{STATUS_FN}\n{body}"));
+        let touch_every = (idle_timeout / 4).min(Duration::from_secs(1));
         Self {
             client,
             prefix: prefix.to_owned(),
             node_id,
             node_ttl,
-            touch_every: (idle_timeout / 4).min(Duration::from_secs(1)),
-            last_touch: Mutex::new(HashMap::new()),
+            touch_every,
+            last_touch: Mutex::new(Generations::new(touch_every, Instant::now())),
+            idle_candidates: Mutex::new(DueQueue::default()),
             registered: AtomicBool::new(false),
             reserve: Script::from_lua(RESERVE),
             release: Script::from_lua(RELEASE),
             came_online: with_status(CAME_ONLINE),
             take_offline: Script::from_lua(TAKE_OFFLINE),
             touch: Script::from_lua(TOUCH),
-            sweep_one: Script::from_lua(SWEEP_ONE),
+            sweep_batch: Script::from_lua(SWEEP_BATCH),
             set_status: with_status(SET_STATUS),
             set_activity: Script::from_lua(SET_ACTIVITY),
             drop_node_user: Script::from_lua(DROP_NODE_USER),
@@ -226,6 +251,39 @@ impl RedisPresence {
 
     fn offline(&self) -> String {
         format!("{}:offline", self.prefix)
+    }
+
+    /// Whether a client event of `user` at `now` must be written to Redis (none was written
+    /// within `touch_every`); records it when so.
+    fn touch_due(&self, user: &str, now: Instant) -> bool {
+        let mut last = self.last_touch.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = last
+            .peek(&user.to_owned())
+            .is_some_and(|t| now.saturating_duration_since(*t) < self.touch_every);
+        if fresh {
+            return false;
+        }
+        let (at, dropped) = last.entry_with(user.to_owned(), now, || now);
+        *at = now;
+        drop(last);
+        drop(dropped);
+        true
+    }
+
+    /// Files `user` as an idle candidate (activity at `at` ms), unless already filed.
+    fn file_candidate(&self, user: &str, at: i64) {
+        self.idle_candidates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .file(user, at);
+    }
+
+    /// How many users' last write times are held (for tests of the memory bound).
+    pub fn touch_entries(&self) -> usize {
+        self.last_touch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// Drops every socket `node` had; its users without other sockets go offline at `offline_at`.
@@ -298,6 +356,7 @@ impl PresenceStore for RedisPresence {
             .came_online
             .evalsha_with_reload(&self.client, keys, args)
             .await?;
+        self.file_candidate(user, ms(now));
         Ok(status.as_deref().and_then(parse_status))
     }
 
@@ -321,19 +380,10 @@ impl PresenceStore for RedisPresence {
     }
 
     async fn touch(&self, user: &str, now: DateTime<Utc>) -> anyhow::Result<Option<Status>> {
-        {
-            let mut last = self.last_touch.lock().unwrap_or_else(|p| p.into_inner());
-            if last
-                .get(user)
-                .is_some_and(|t| t.elapsed() < self.touch_every)
-            {
-                return Ok(None);
-            }
-            if last.len() > 100_000 {
-                last.retain(|_, t| t.elapsed() < Duration::from_secs(60));
-            }
-            last.insert(user.to_owned(), Instant::now());
+        if !self.touch_due(user, Instant::now()) {
+            return Ok(None);
         }
+        self.file_candidate(user, ms(now));
         let status: Option<String> = self
             .touch
             .evalsha_with_reload(
@@ -346,18 +396,42 @@ impl PresenceStore for RedisPresence {
     }
 
     async fn sweep_idle(&self, cutoff: DateTime<Utc>) -> anyhow::Result<Vec<String>> {
-        // Each node sweeps the users it has sockets for; a user on two nodes is swept twice, and
-        // the script makes only one of the sweeps count.
-        let users: Vec<String> = self.client.smembers(self.node_users(&self.node_id)).await?;
+        // Each node sweeps the users active on it (a user on two nodes may be swept by both;
+        // the script makes only one of the sweeps count), and only those whose activity seen
+        // here is older than the cutoff: the cost of a tick follows who may be due.
+        let cutoff = ms(cutoff);
+        let due = self
+            .idle_candidates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_before(cutoff);
         let mut turned = Vec::new();
-        for user in users {
-            let keys = vec![self.state(&user), self.conns(&user)];
-            let went: i64 = self
-                .sweep_one
-                .evalsha_with_reload(&self.client, keys, vec![ms(cutoff).to_string()])
-                .await?;
-            if went == 1 {
-                turned.push(user);
+        // One script call per batch of users, not one round trip per user.
+        for (index, batch) in due.chunks(SWEEP_BATCH_USERS).enumerate() {
+            let keys: Vec<String> = batch
+                .iter()
+                .flat_map(|user| [self.state(user), self.conns(user)])
+                .collect();
+            let results: Vec<i64> = match self
+                .sweep_batch
+                .evalsha_with_reload(&self.client, keys, vec![cutoff.to_string()])
+                .await
+            {
+                Ok(results) => results,
+                Err(e) => {
+                    // Keep watching the users not checked yet; the next tick tries again.
+                    for user in due.iter().skip(index * SWEEP_BATCH_USERS) {
+                        self.file_candidate(user, cutoff - 1);
+                    }
+                    return Err(e.into());
+                }
+            };
+            for (user, result) in batch.iter().zip(results) {
+                match result {
+                    -1 => turned.push(user.clone()),
+                    last if last > 0 => self.file_candidate(user, last),
+                    _ => {}
+                }
             }
         }
         Ok(turned)
@@ -374,6 +448,7 @@ impl PresenceStore for RedisPresence {
             .set_status
             .evalsha_with_reload(&self.client, vec![self.state(user)], args)
             .await?;
+        self.file_candidate(user, ms(now));
         Ok(changed.as_deref().and_then(parse_status))
     }
 
@@ -476,5 +551,35 @@ impl PresenceStore for RedisPresence {
             .zrem(self.nodes(), self.node_id.as_str())
             .await?;
         self.drop_node(&self.node_id, offline_at).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn touch_times_of_idle_users_are_dropped() {
+        let client = Client::new(Config::default(), None, None, None);
+        // An idle timeout of 4 s: Redis is written at most once a second per user.
+        let p = RedisPresence::new(
+            client,
+            "t",
+            "n".into(),
+            Duration::from_secs(30),
+            Duration::from_secs(4),
+        );
+        let t0 = Instant::now();
+        for i in 0..1000 {
+            assert!(p.touch_due(&format!("u{i}"), t0));
+        }
+        assert!(!p.touch_due("u0", t0 + Duration::from_millis(500)));
+        assert_eq!(p.touch_entries(), 1000);
+        // u0 stays active; the others fall silent.
+        assert!(p.touch_due("u0", t0 + Duration::from_millis(1100)));
+        assert!(p.touch_due("u0", t0 + Duration::from_millis(2300)));
+        assert_eq!(p.touch_entries(), 1, "silent users are forgotten");
+        assert!(p.touch_due("u1", t0 + Duration::from_secs(10)));
+        assert_eq!(p.touch_entries(), 1);
     }
 }

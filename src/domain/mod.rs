@@ -1,6 +1,7 @@
 //! The rules of the product, free of transport types: services take plain inputs and return
 //! values; the REST and Socket.IO layers decide what to emit to whom.
 
+pub mod bounded;
 pub mod cache;
 pub mod chat;
 pub mod feed;

@@ -1,16 +1,19 @@
 //! Notifications: stored per user, delivered live unless the user's preferences turned in-app
 //! delivery off for the type. Expired ones are never listed, counted or delivered.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Duration, Utc};
 use entity::{notification, user};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::domain::bounded::MAX_BIND_IDS;
 use crate::domain::preferences::PreferenceService;
 use crate::error::{AppError, AppResult};
 use crate::time::serde_rfc3339;
@@ -118,7 +121,9 @@ impl NotificationService {
     }
 
     /// Creates one notification per user (skipping users with the same `dedup_key` in the last
-    /// 24 h, and already-expired ones), and says which to deliver.
+    /// 24 h, and already-expired ones), and says which to deliver. A fixed number of statements
+    /// per [`MAX_BIND_IDS`] recipients, in one transaction: a notification to a thousand users is
+    /// a few bulk inserts and one preference query per chunk, not thousands of round trips.
     pub async fn create(
         &self,
         prefs: &PreferenceService,
@@ -138,53 +143,92 @@ impl NotificationService {
                 .or_else(|| Some(id.clone())),
             None => None,
         };
-        let mut created = Vec::new();
-        if input.dedup_key.is_some() {
-            // The dedup check locks the user's row, which must exist.
-            crate::domain::chat::rooms::ensure_users(
-                &self.db,
-                input.user_ids.iter().map(String::as_str),
-            )
+        let mut seen = HashSet::new();
+        let mut recipients: Vec<String> = input
+            .user_ids
+            .iter()
+            .filter(|u| seen.insert(u.as_str()))
+            .cloned()
+            .collect();
+        // Sorted, so concurrent creators lock users' rows in the same order (no deadlock).
+        recipients.sort();
+        let rows: Vec<notification::Model> = recipients
+            .iter()
+            .map(|user_id| notification::Model {
+                id: crate::domain::chat::new_id(),
+                user_id: user_id.clone(),
+                notification_type: input.notification_type.clone(),
+                title: input.title.clone(),
+                message: input.message.clone(),
+                data: input.data.to_string(),
+                priority: input.priority.clone(),
+                actor_id: input.actor_id.clone(),
+                actor_name: actor_name.clone(),
+                is_read: false,
+                created_at: now,
+                expires_at: input.expires_at,
+                dedup_key: input.dedup_key.clone(),
+            })
+            .collect();
+        let dedup_key = input.dedup_key.clone();
+        let stored = self
+            .db
+            .transaction::<_, Vec<notification::Model>, sea_orm::DbErr>(|tx| {
+                Box::pin(async move { insert_batch(tx, rows, dedup_key.as_deref(), now).await })
+            })
+            .await
+            .map_err(|e| match e {
+                sea_orm::TransactionError::Connection(e)
+                | sea_orm::TransactionError::Transaction(e) => e,
+            })?;
+        let stored_users: Vec<String> = stored.iter().map(|n| n.user_id.clone()).collect();
+        let off = prefs
+            .in_app_off(&stored_users, &input.notification_type)
             .await?;
-        }
-        for user_id in &input.user_ids {
-            let row = notification::ActiveModel {
-                id: Set(crate::domain::chat::new_id()),
-                user_id: Set(user_id.clone()),
-                notification_type: Set(input.notification_type.clone()),
-                title: Set(input.title.clone()),
-                message: Set(input.message.clone()),
-                data: Set(input.data.to_string()),
-                priority: Set(input.priority.clone()),
-                actor_id: Set(input.actor_id.clone()),
-                actor_name: Set(actor_name.clone()),
-                is_read: Set(false),
-                created_at: Set(now),
-                expires_at: Set(input.expires_at),
-                dedup_key: Set(input.dedup_key.clone()),
-            };
-            let stored = match &input.dedup_key {
-                None => {
-                    notification::Entity::insert(row)
-                        .exec_with_returning(&self.db)
-                        .await?
-                }
-                Some(key) => match insert_unless_recent(&self.db, user_id, key, now, row).await? {
-                    Some(stored) => stored,
-                    None => continue,
-                },
-            };
-            let deliver = prefs
-                .get(user_id)
-                .await?
-                .channels_for(&input.notification_type)
-                .in_app;
-            created.push(Created {
-                notification: stored.into(),
-                deliver,
-            });
-        }
+        // Recipients in the order they were given.
+        let order: HashMap<&str, usize> = input
+            .user_ids
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.as_str(), i))
+            .rev()
+            .collect();
+        let mut created: Vec<Created> = stored
+            .into_iter()
+            .map(|row| Created {
+                deliver: !off.contains(&row.user_id),
+                notification: row.into(),
+            })
+            .collect();
+        created.sort_by_key(|c| {
+            order
+                .get(c.notification.user_id.as_str())
+                .copied()
+                .unwrap_or(usize::MAX)
+        });
         Ok(created)
+    }
+
+    /// Unread, unexpired notifications of each of `users` (absent users have none), counted
+    /// by one grouped query per [`MAX_BIND_IDS`] users.
+    pub async fn unread_counts(&self, users: &[String]) -> AppResult<HashMap<String, u64>> {
+        let now = Utc::now();
+        let mut counts = HashMap::with_capacity(users.len());
+        for chunk in users.chunks(MAX_BIND_IDS) {
+            let rows: Vec<(String, i64)> = notification::Entity::find()
+                .select_only()
+                .column(notification::Column::UserId)
+                .column_as(notification::Column::Id.count(), "unread")
+                .filter(notification::Column::UserId.is_in(chunk.iter().map(String::as_str)))
+                .filter(notification::Column::IsRead.eq(false))
+                .filter(live(now))
+                .group_by(notification::Column::UserId)
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+            counts.extend(rows.into_iter().map(|(u, n)| (u, n.max(0) as u64)));
+        }
+        Ok(counts)
     }
 
     /// Unread, unexpired notifications of a user.
@@ -249,50 +293,73 @@ impl NotificationService {
     }
 }
 
-/// Inserts `row` unless the user got a notification with `key` in the last 24 h. Concurrent
-/// creators for one user queue on a lock of the user's row (PostgreSQL) or the database write
-/// lock (SQLite), so exactly one of them inserts.
-async fn insert_unless_recent(
-    db: &DatabaseConnection,
-    user_id: &str,
-    key: &str,
+/// Inserts `rows` (one per recipient, recipients sorted), skipping recipients who got a
+/// notification with `dedup_key` in the last 24 h. With a key, concurrent creators for the same
+/// users queue on locks of the users' rows (PostgreSQL, taken in id order) or the database write
+/// lock (SQLite, taken by the first statement), so exactly one of them inserts for each user.
+async fn insert_batch(
+    tx: &DatabaseTransaction,
+    rows: Vec<notification::Model>,
+    dedup_key: Option<&str>,
     now: DateTime<Utc>,
-    row: notification::ActiveModel,
-) -> AppResult<Option<notification::Model>> {
-    let (user_id, key) = (user_id.to_owned(), key.to_owned());
-    let stored = db
-        .transaction::<_, Option<notification::Model>, sea_orm::DbErr>(|tx| {
-            Box::pin(async move {
-                user::Entity::update_many()
-                    .col_expr(user::Column::UpdatedAt, Expr::col(user::Column::UpdatedAt))
-                    .filter(user::Column::Id.eq(user_id.as_str()))
-                    .exec(tx)
-                    .await?;
-                let seen = notification::Entity::find()
-                    .filter(notification::Column::UserId.eq(user_id.as_str()))
-                    .filter(notification::Column::DedupKey.eq(key.as_str()))
-                    .filter(
-                        notification::Column::CreatedAt
-                            .gt(now - Duration::hours(DEDUP_WINDOW_HOURS)),
-                    )
-                    .count(tx)
-                    .await?;
-                if seen > 0 {
-                    return Ok(None);
-                }
-                Ok(Some(
-                    notification::Entity::insert(row)
-                        .exec_with_returning(tx)
-                        .await?,
-                ))
-            })
-        })
-        .await
-        .map_err(|e| match e {
-            sea_orm::TransactionError::Connection(e)
-            | sea_orm::TransactionError::Transaction(e) => e,
-        })?;
+) -> Result<Vec<notification::Model>, sea_orm::DbErr> {
+    let mut stored = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(MAX_BIND_IDS) {
+        let mut chunk: Vec<notification::Model> = chunk.to_vec();
+        if let Some(key) = dedup_key {
+            let ids: Vec<&str> = chunk.iter().map(|n| n.user_id.as_str()).collect();
+            // The dedup check locks the users' rows, which must exist.
+            crate::domain::chat::rooms::ensure_users(tx, ids.iter().copied())
+                .await
+                .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+            user::Entity::update_many()
+                .col_expr(user::Column::UpdatedAt, Expr::col(user::Column::UpdatedAt))
+                .filter(user::Column::Id.is_in(ids.iter().copied()))
+                .exec(tx)
+                .await?;
+            let seen: HashSet<String> = notification::Entity::find()
+                .select_only()
+                .column(notification::Column::UserId)
+                .filter(notification::Column::UserId.is_in(ids.iter().copied()))
+                .filter(notification::Column::DedupKey.eq(key))
+                .filter(
+                    notification::Column::CreatedAt.gt(now - Duration::hours(DEDUP_WINDOW_HOURS)),
+                )
+                .into_tuple::<String>()
+                .all(tx)
+                .await?
+                .into_iter()
+                .collect();
+            chunk.retain(|n| !seen.contains(&n.user_id));
+        }
+        if chunk.is_empty() {
+            continue;
+        }
+        notification::Entity::insert_many(chunk.iter().map(active))
+            .exec_without_returning(tx)
+            .await?;
+        stored.extend(chunk);
+    }
     Ok(stored)
+}
+
+/// A row to insert, every column set.
+fn active(n: &notification::Model) -> notification::ActiveModel {
+    notification::ActiveModel {
+        id: Set(n.id.clone()),
+        user_id: Set(n.user_id.clone()),
+        notification_type: Set(n.notification_type.clone()),
+        title: Set(n.title.clone()),
+        message: Set(n.message.clone()),
+        data: Set(n.data.clone()),
+        priority: Set(n.priority.clone()),
+        actor_id: Set(n.actor_id.clone()),
+        actor_name: Set(n.actor_name.clone()),
+        is_read: Set(n.is_read),
+        created_at: Set(n.created_at),
+        expires_at: Set(n.expires_at),
+        dedup_key: Set(n.dedup_key.clone()),
+    }
 }
 
 /// Unread, unexpired notifications of a user.

@@ -14,6 +14,7 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySe
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::domain::bounded::MAX_BIND_IDS;
 use crate::error::{AppError, AppResult};
 
 /// Notification types the contract names; others matching the type pattern are accepted too.
@@ -154,20 +155,52 @@ impl PreferenceService {
         Self { db }
     }
 
-    /// Which of `users` turned `shareOnlineStatus` off, in one query (for presence listings).
+    /// Which of `users` turned `shareOnlineStatus` off (for presence listings), one query per
+    /// [`MAX_BIND_IDS`] users.
     pub async fn hiding_online_status(&self, users: &[String]) -> AppResult<HashSet<String>> {
-        if users.is_empty() {
-            return Ok(HashSet::new());
+        let mut hidden = HashSet::new();
+        for chunk in users.chunks(MAX_BIND_IDS) {
+            let rows: Vec<String> = prefs::Entity::find()
+                .select_only()
+                .column(prefs::Column::UserId)
+                .filter(prefs::Column::UserId.is_in(chunk.iter().map(String::as_str)))
+                .filter(prefs::Column::ShareOnlineStatus.eq(false))
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+            hidden.extend(rows);
         }
-        let hidden: Vec<String> = prefs::Entity::find()
-            .select_only()
-            .column(prefs::Column::UserId)
-            .filter(prefs::Column::UserId.is_in(users.iter().map(String::as_str)))
-            .filter(prefs::Column::ShareOnlineStatus.eq(false))
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        Ok(hidden.into_iter().collect())
+        Ok(hidden)
+    }
+
+    /// Which of `users` turned in-app delivery off for `notification_type`: one query per
+    /// [`MAX_BIND_IDS`] recipients of a notification, instead of one per recipient.
+    pub async fn in_app_off(
+        &self,
+        users: &[String],
+        notification_type: &str,
+    ) -> AppResult<HashSet<String>> {
+        let mut off = HashSet::new();
+        for chunk in users.chunks(MAX_BIND_IDS) {
+            let rows: Vec<(String, String)> = prefs::Entity::find()
+                .select_only()
+                .column(prefs::Column::UserId)
+                .column(prefs::Column::Channels)
+                .filter(prefs::Column::UserId.is_in(chunk.iter().map(String::as_str)))
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+            for (user_id, channels) in rows {
+                let prefs = Preferences {
+                    channels: serde_json::from_str(&channels).unwrap_or_default(),
+                    ..Preferences::default()
+                };
+                if !prefs.channels_for(notification_type).in_app {
+                    off.insert(user_id);
+                }
+            }
+        }
+        Ok(off)
     }
 
     /// Which of `users` turned `shareReadReceipts` off, in one query (for receipt listings).

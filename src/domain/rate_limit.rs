@@ -2,12 +2,13 @@
 //! A sliding log (not a token bucket) so a client may send its whole allowance at once and the
 //! next send is refused until the oldest one leaves the window, exactly as the contract says.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use crate::domain::bounded::Generations;
 use crate::error::{AppError, AppResult};
 
 /// The window every limit counts over.
@@ -20,39 +21,57 @@ pub trait RateLimiter: Send + Sync + 'static {
     async fn check(&self, user_id: &str) -> AppResult<()>;
 }
 
-/// Single-node limiter: the send times of each user's current window.
+/// Single-node limiter: the send times of each user's current window. A user's log is
+/// forgotten within two windows of their last send (see [`Generations`]), so the map holds the
+/// recently active users only, with no scan of everyone.
 pub struct MemoryRateLimiter {
     limit: usize,
-    sends: Mutex<HashMap<String, VecDeque<Instant>>>,
+    sends: Mutex<Generations<String, VecDeque<Instant>>>,
 }
 
 impl MemoryRateLimiter {
     pub fn new(limit_per_minute: u32) -> Self {
         Self {
             limit: limit_per_minute as usize,
-            sends: Mutex::new(HashMap::new()),
+            sends: Mutex::new(Generations::new(WINDOW, Instant::now())),
         }
     }
 
     fn check_at(&self, user_id: &str, now: Instant) -> Result<(), Duration> {
         let mut sends = self.sends.lock().unwrap_or_else(|p| p.into_inner());
-        // Drop idle users now and then so the map does not grow with every user ever seen.
-        if sends.len() > 10_000 {
-            sends.retain(|_, log| log.back().is_some_and(|t| now.duration_since(*t) < WINDOW));
-        }
-        let log = sends.entry(user_id.to_owned()).or_default();
+        let (log, dropped) = sends.entry_with(user_id.to_owned(), now, VecDeque::new);
         while log
             .front()
             .is_some_and(|t| now.duration_since(*t) >= WINDOW)
         {
             log.pop_front();
         }
-        if log.len() >= self.limit {
+        let verdict = if log.len() >= self.limit {
             let oldest = log.front().copied().unwrap_or(now);
-            return Err(WINDOW.saturating_sub(now.duration_since(oldest)));
-        }
-        log.push_back(now);
-        Ok(())
+            Err(WINDOW.saturating_sub(now.duration_since(oldest)))
+        } else {
+            log.push_back(now);
+            Ok(())
+        };
+        drop(sends);
+        // Freed outside the lock.
+        drop(dropped);
+        verdict
+    }
+
+    /// How many users' logs are held (for tests of the memory bound).
+    pub fn tracked_users(&self) -> usize {
+        self.sends.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Forgets logs left unused long enough, as a send at `now` would.
+    pub fn expire(&self, now: Instant) {
+        let dropped = self
+            .sends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .expire(now);
+        drop(dropped);
     }
 }
 
@@ -83,5 +102,24 @@ mod tests {
         assert_eq!(wait, Duration::from_secs(50));
         assert!(limiter.check_at("other", start).is_ok());
         assert!(limiter.check_at("u", start + WINDOW).is_ok());
+    }
+
+    #[test]
+    fn logs_of_idle_users_are_dropped() {
+        let limiter = MemoryRateLimiter::new(3);
+        let start = Instant::now();
+        for i in 0..5000 {
+            assert!(limiter.check_at(&format!("u{i}"), start).is_ok());
+        }
+        assert_eq!(limiter.tracked_users(), 5000);
+        // Still counted while their sends are inside the window.
+        limiter.expire(start + WINDOW / 2);
+        assert_eq!(limiter.tracked_users(), 5000);
+        // One user keeps sending; everyone else went quiet two windows ago.
+        assert!(limiter.check_at("u0", start + WINDOW).is_ok());
+        limiter.expire(start + WINDOW * 2);
+        assert_eq!(limiter.tracked_users(), 1);
+        limiter.expire(start + WINDOW * 4);
+        assert_eq!(limiter.tracked_users(), 0);
     }
 }

@@ -5,7 +5,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
+use axum::routing::{get, patch};
 use serde::Deserialize;
 use serde_json::json;
 use socketioxide::adapter::Adapter;
@@ -26,7 +26,10 @@ pub fn router<A: Adapter>() -> Router<AppState<A>> {
             "/chat/rooms/{room_id}",
             get(get_room::<A>).patch(rename_room::<A>),
         )
-        .route("/chat/rooms/{room_id}/members", post(add_members::<A>))
+        .route(
+            "/chat/rooms/{room_id}/members",
+            get(list_members::<A>).post(add_members::<A>),
+        )
         .route(
             "/chat/rooms/{room_id}/members/{user_id}",
             axum::routing::delete(remove_member::<A>),
@@ -79,6 +82,14 @@ async fn create_room<A: Adapter>(
     user: AuthUser,
     Json(body): Json<CreateRoomBody>,
 ) -> AppResult<Response> {
+    // The members besides the creator, as the service counts them (a big room's object lists
+    // only its first members).
+    let mut added: Vec<String> = Vec::new();
+    for p in &body.participants {
+        if *p != user.id && !added.contains(p) {
+            added.push(p.clone());
+        }
+    }
     let input = NewRoom {
         participants: body.participants,
         room_type: body.room_type,
@@ -89,11 +100,6 @@ async fn create_room<A: Adapter>(
         return Ok(Json(room).into_response());
     }
     let emitter = Emitter::server(&state.io, &state.core);
-    let added: Vec<String> = room
-        .member_ids()
-        .filter(|m| *m != user.id)
-        .map(str::to_owned)
-        .collect();
     announce_added(
         &emitter,
         &state.core,
@@ -135,6 +141,23 @@ async fn rename_room<A: Adapter>(
         .room_updated(&room, RoomChange::Renamed, &[])
         .await;
     Ok(Json(room.for_viewer(&user.id)).into_response())
+}
+
+/// `GET /chat/rooms/:id/members`: every member, paged (most recently joined first), for rooms
+/// whose object lists only the first `ROOM_MEMBERS_INLINE_MAX`.
+async fn list_members<A: Adapter>(
+    State(state): State<AppState<A>>,
+    user: AuthUser,
+    Path(room_id): Path<String>,
+    Query(params): Query<PageParams>,
+) -> AppResult<Response> {
+    let limit = page_limit(params.limit)?;
+    let page = state
+        .core
+        .chat
+        .list_members(&user.id, &room_id, limit, params.before.as_deref())
+        .await?;
+    Ok(Json(json!({ "items": page.items, "nextCursor": page.next_cursor })).into_response())
 }
 
 #[derive(Deserialize, Validate)]

@@ -4,10 +4,11 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
+use serde::Deserialize;
 use serde_json::json;
 use socketioxide::adapter::Adapter;
 
-use super::json::Json;
+use super::json::{Json, Query, page_limit};
 use crate::auth::AuthUser;
 use crate::error::{AppError, AppResult};
 use crate::realtime::presence::{ActivityPayload, set_activity};
@@ -45,14 +46,23 @@ async fn put_activity<A: Adapter>(
     own_view(&state, &user).await
 }
 
+#[derive(Deserialize)]
+struct PageParams {
+    limit: Option<u64>,
+    before: Option<String>,
+}
+
+/// Online friends a page at a time (`limit`, `before` = the previous page's `nextCursor`).
 async fn online_friends<A: Adapter>(
     State(state): State<AppState<A>>,
     user: AuthUser,
+    Query(params): Query<PageParams>,
 ) -> AppResult<Response> {
     let core = &state.core;
-    let items = core
+    let limit = page_limit(params.limit)?;
+    let (items, next_cursor) = core
         .presence
-        .online_friends(&core.preferences, &user.id)
+        .online_friends(&core.preferences, &user.id, limit, params.before.as_deref())
         .await?;
-    Ok(Json(json!({ "items": items, "nextCursor": null })).into_response())
+    Ok(Json(json!({ "items": items, "nextCursor": next_cursor })).into_response())
 }

@@ -1,7 +1,6 @@
 //! Socket.IO handlers of the chat events (contract §3). Each parses its payload, calls the chat
 //! service and emits through the shared emit table; every path answers the ack.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Deserialize;
@@ -105,7 +104,7 @@ async fn on_join<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, ac
         let p: RoomRef = parse(data, Payload::Required)?;
         let newly_added = core.chat.join_public(&user.id, &p.room_id).await?;
         socket.join(rooms::chat(&p.room_id));
-        let room = core.chat.load_room(&p.room_id).await?;
+        let room = core.chat.load_room_for(&p.room_id, Some(&user.id)).await?;
         if newly_added {
             let emitter = ctx.emitter();
             let added = [user.id.clone()];
@@ -165,7 +164,8 @@ async fn on_typing<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, 
             let outcome = core.typing.start(&user.id, &p.room_id, Instant::now());
             // The preference is read only when something would be shown (at most once per
             // throttle window); typing state exists only for what was shown, so the automatic
-            // and explicit `false` need no check of their own.
+            // and explicit `false` need no check of their own. The automatic `false` is sent by
+            // the typing sweeper (`tasks`).
             if outcome.forward {
                 if !core.preferences.get(&user.id).await?.share_typing {
                     core.typing.stop(&user.id, &p.room_id);
@@ -173,39 +173,12 @@ async fn on_typing<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, 
                 }
                 emitter.typing(&p.room_id, &user.id, true).await;
             }
-            spawn_typing_timeout(
-                io.clone(),
-                core.clone(),
-                user.id.clone(),
-                p.room_id,
-                outcome.generation,
-            );
         } else if core.typing.stop(&user.id, &p.room_id) {
             emitter.typing(&p.room_id, &user.id, false).await;
         }
         Ok(json!({}))
     })
     .await;
-}
-
-/// Sends `isTyping: false` after the typing timeout unless a newer signal superseded this one.
-fn spawn_typing_timeout<A: Adapter>(
-    io: SocketIo<A>,
-    core: Arc<Core>,
-    user_id: String,
-    room_id: String,
-    generation: u64,
-) {
-    tokio::spawn(async move {
-        tokio::select! {
-            () = tokio::time::sleep(core.config.typing_timeout()) => {
-                if core.typing.expire(&user_id, &room_id, generation) {
-                    Emitter::server(&io, &core).typing(&room_id, &user_id, false).await;
-                }
-            }
-            () = core.shutdown.cancelled() => {}
-        }
-    });
 }
 
 /// Clears the typing state of a user whose last socket on this node went away.

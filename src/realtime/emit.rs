@@ -1,10 +1,12 @@
 //! The emit table: which event goes to which Socket.IO rooms, for every domain outcome. REST
 //! and Socket.IO handlers both call these, so a REST send and a `chat:message` deliver alike.
 //! Each emit serialises its payload once and hands it to the adapter once, whatever the room
-//! size; the adapter fans it out on every node.
+//! size; the adapter fans it out on every node. Fan-outs to many `user:` rooms are chunked and
+//! grouped by payload, so their cost is bounded per change, not per recipient.
 
 use std::collections::BTreeMap;
 
+use futures::StreamExt;
 use serde::Serialize;
 use serde_json::json;
 use socketioxide::SocketIo;
@@ -12,10 +14,31 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::operators::BroadcastOperators;
 
+use super::feed::FAN_OUT_CHUNK;
 use super::{NAMESPACE, rooms};
 use crate::domain::chat::{Message, Room, RoomChange, Watermark};
 use crate::domain::notifications::Created;
 use crate::state::Core;
+
+/// How many `notification:new` emits of one batch are in flight at once.
+const NOTIFY_CONCURRENCY: usize = 16;
+
+/// The size of `payload` serialised, for the fan-out metrics, without building the string.
+fn json_len(payload: &impl Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, payload);
+    count.0
+}
 
 /// Emits on behalf of one request or event. With an origin socket, events "to the room"
 /// skip that socket (the sender already has the result in its ack).
@@ -165,10 +188,35 @@ impl<'a, A: Adapter> Emitter<'a, A> {
         .await;
     }
 
-    /// `chat:room_updated` to every member and to `also` (e.g. just-removed users). The room
-    /// object carries each member's own `unreadCount`, so members are grouped by that count and
-    /// each group gets one emit: a few serialisations per change, not one per member.
-    pub async fn room_updated(&self, room: &Room, change: RoomChange, also: &[String]) {
+    /// `chat:room_updated` for a change of `room` concerning `users` (the added or removed
+    /// members; none for a rename), listed in the payload's `userIds`. Removed users are told
+    /// too. A room whose object lists every member goes to each member's `user:` room, members
+    /// grouped by their own `unreadCount` (one emit per distinct count). A room too big to list
+    /// its members inline gets one emit to its `chat:` room, without `unreadCount` (it differs
+    /// per member; clients keep their own): the cost of a change is then one bounded payload
+    /// whatever the room size.
+    pub async fn room_updated(&self, room: &Room, change: RoomChange, users: &[String]) {
+        const EVENT: &str = "chat:room_updated";
+        let removed: &[String] = if change == RoomChange::MemberRemoved {
+            users
+        } else {
+            &[]
+        };
+        if !room.lists_all_members() {
+            let mut payload = json!({ "room": room, "change": change, "userIds": users });
+            if let Some(object) = payload["room"].as_object_mut() {
+                object.remove("unreadCount");
+            }
+            // Removed users' sockets are still in the chat room (they leave after being told),
+            // and one broadcast reaches each socket once.
+            let mut targets = vec![rooms::chat(&room.id)];
+            targets.extend(removed.iter().map(|u| rooms::user(u)));
+            self.core
+                .metrics
+                .fan_out(EVENT, targets.len(), json_len(&payload));
+            self.send(self.to_all(targets), EVENT, &payload).await;
+            return;
+        }
         let mut by_unread: BTreeMap<i64, Vec<String>> = BTreeMap::new();
         for member in &room.members {
             let unread = (room.last_seq - member.read_seq).max(0);
@@ -180,16 +228,28 @@ impl<'a, A: Adapter> Emitter<'a, A> {
         by_unread
             .entry(0)
             .or_default()
-            .extend(also.iter().map(|u| rooms::user(u)));
+            .extend(removed.iter().map(|u| rooms::user(u)));
         let mut room = room.clone();
         for (unread, targets) in by_unread {
-            if targets.is_empty() {
-                continue;
-            }
             room.unread_count = unread;
-            let payload = json!({ "room": room, "change": change });
-            self.send(self.to_all(targets), "chat:room_updated", &payload)
-                .await;
+            let payload = json!({ "room": room, "change": change, "userIds": users });
+            self.fan_out(targets, EVENT, &payload).await;
+        }
+    }
+
+    /// Sends `payload` to `targets` in broadcasts of at most [`FAN_OUT_CHUNK`] rooms each, so
+    /// no single broadcast (or Redis message) grows with the audience. The targets must not
+    /// share sockets (distinct `user:` rooms never do), or a socket could get it twice.
+    pub(crate) async fn fan_out(
+        &self,
+        targets: Vec<String>,
+        event: &'static str,
+        payload: &impl Serialize,
+    ) {
+        let bytes = json_len(payload);
+        for chunk in targets.chunks(FAN_OUT_CHUNK) {
+            self.core.metrics.fan_out(event, chunk.len(), bytes);
+            self.send(self.to_all(chunk.to_vec()), event, payload).await;
         }
     }
 
@@ -226,20 +286,53 @@ impl<'a, A: Adapter> Emitter<'a, A> {
         }
     }
 
-    /// `notification:new` (when in-app delivery is on) then `notification:unread_count`, to
-    /// each recipient's sockets.
+    /// `notification:new` (when in-app delivery is on) to each recipient's sockets, then
+    /// `notification:unread_count`: the counts of every recipient in one grouped query, and one
+    /// emit per distinct count (recipients grouped by it, like room updates), not one per user.
     pub async fn notifications(&self, created: &[Created]) {
-        for item in created {
-            let user_id = &item.notification.user_id;
-            if item.deliver {
-                self.send(
-                    self.to_all(vec![rooms::user(user_id)]),
-                    "notification:new",
-                    &item.notification,
-                )
-                .await;
+        if created.is_empty() {
+            return;
+        }
+        // Each recipient's notification has its own id, so each is its own emit; a few run at
+        // once so a large batch does not wait out one round trip per recipient (with Redis).
+        futures::stream::iter(created.iter().filter(|c| c.deliver))
+            .for_each_concurrent(NOTIFY_CONCURRENCY, |item| async move {
+                let targets = vec![rooms::user(&item.notification.user_id)];
+                self.core
+                    .metrics
+                    .fan_out("notification:new", 1, json_len(&item.notification));
+                self.send(self.to_all(targets), "notification:new", &item.notification)
+                    .await;
+            })
+            .await;
+        let mut recipients: Vec<String> = created
+            .iter()
+            .map(|c| c.notification.user_id.clone())
+            .collect();
+        recipients.sort();
+        recipients.dedup();
+        let counts = match self.core.notifications.unread_counts(&recipients).await {
+            Ok(counts) => counts,
+            Err(e) => {
+                tracing::warn!(recipients = recipients.len(), error = %e, "unread counts failed");
+                return;
             }
-            self.unread_count(user_id, None).await;
+        };
+        let mut by_count: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        for user_id in &recipients {
+            let count = counts.get(user_id).copied().unwrap_or(0);
+            by_count
+                .entry(count)
+                .or_default()
+                .push(rooms::user(user_id));
+        }
+        for (count, targets) in by_count {
+            self.fan_out(
+                targets,
+                "notification:unread_count",
+                &json!({ "count": count }),
+            )
+            .await;
         }
     }
 

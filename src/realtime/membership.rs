@@ -21,12 +21,13 @@ pub async fn announce_added<A: Adapter>(
     actor: &AuthUser,
     change: RoomChange,
 ) -> AppResult<()> {
-    let joining: Vec<String> = match change {
-        RoomChange::Created => room.member_ids().map(str::to_owned).collect(),
-        _ => added.to_vec(),
-    };
+    // A new room's members are the creator and `added` (a big room's object lists only some).
+    let mut joining = added.to_vec();
+    if change == RoomChange::Created && !joining.contains(&actor.id) {
+        joining.push(actor.id.clone());
+    }
     emitter.join_room(&joining, &room.id).await;
-    emitter.room_updated(room, change, &[]).await;
+    emitter.room_updated(room, change, added).await;
     let invited: Vec<String> = added.iter().filter(|u| **u != actor.id).cloned().collect();
     if room.room_type == RoomType::Group && !invited.is_empty() {
         let room_name = room.name.clone().unwrap_or_else(|| "a group".to_owned());

@@ -186,7 +186,8 @@ pub async fn reregister_local<A: Adapter>(io: &SocketIo<A>, core: &Core) {
     }
 }
 
-/// Announces queued presence changes to each user's audience, in order, until shutdown.
+/// Announces queued presence changes to each user's audience, in order, until shutdown. An
+/// audience is named in chunks of at most `FAN_OUT_CHUNK` rooms per emit, like the feed.
 pub async fn announce<A: Adapter>(
     io: SocketIo<A>,
     core: Arc<Core>,
@@ -225,11 +226,7 @@ pub async fn announce<A: Adapter>(
                     "status": change.status,
                     "lastSeen": crate::time::rfc3339(&change.last_seen),
                 });
-                for chunk in targets.chunks(super::feed::FAN_OUT_CHUNK) {
-                    emitter
-                        .send(emitter.to_all(chunk.to_vec()), "presence:update", &payload)
-                        .await;
-                }
+                emitter.fan_out(targets, "presence:update", &payload).await;
             }
             PresenceEvent::TypingEnded { .. } => {}
             PresenceEvent::Activity {
@@ -243,11 +240,7 @@ pub async fn announce<A: Adapter>(
                 let payload =
                     json!({ "userId": user_id, "activity": activity, "metadata": metadata });
                 emitter
-                    .send(
-                        emitter.to_all(targets),
-                        "presence:friend_activity",
-                        &payload,
-                    )
+                    .fan_out(targets, "presence:friend_activity", &payload)
                     .await;
             }
         }

@@ -43,6 +43,7 @@ async fn send(app: &TestApp, sender: &str, room_id: &str, content: &str) {
     let who = AuthUser {
         id: sender.to_owned(),
         name: sender.to_owned(),
+        name_from_token: true,
     };
     let message = NewMessage {
         room_id: room_id.to_owned(),

@@ -13,6 +13,7 @@ mod health;
 mod heartbeat;
 mod http_edges;
 mod live_views;
+mod load;
 mod migrations;
 mod presence;
 mod profile_names;

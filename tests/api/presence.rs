@@ -270,14 +270,19 @@ async fn online_friends_are_followed_online_and_sharing(backend: Backend) {
     connect(&app, "fan").await;
     connect(&app, "stranger").await;
 
-    let friends = presence.online_friends(prefs, "viewer").await.unwrap();
+    let friends = presence
+        .online_friends(prefs, "viewer", 100, None)
+        .await
+        .unwrap()
+        .0;
     assert_eq!(user_set(&friends), BTreeSet::from(["away", "online"]));
     assert_eq!(view_of(&friends, "away").status, Status::Away);
     assert!(
         presence
-            .online_friends(prefs, "nobody")
+            .online_friends(prefs, "nobody", 100, None)
             .await
             .unwrap()
+            .0
             .is_empty()
     );
 
@@ -286,7 +291,11 @@ async fn online_friends_are_followed_online_and_sharing(backend: Backend) {
         .update("hidden", &object(json!({ "shareOnlineStatus": true })))
         .await
         .unwrap();
-    let friends = presence.online_friends(prefs, "viewer").await.unwrap();
+    let friends = presence
+        .online_friends(prefs, "viewer", 100, None)
+        .await
+        .unwrap()
+        .0;
     assert_eq!(
         user_set(&friends),
         BTreeSet::from(["away", "hidden", "online"])

@@ -14,14 +14,15 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use entity::{room, room_member, user};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 
 pub use content::sanitize;
 pub use messages::{History, HistoryQuery, NewMessage, Sent};
 pub use model::{Member, Message, MessageType, Room, RoomChange, RoomType};
 pub use receipts::{MemberReceipt, MessageStatus, ReceiptPage, Watermark};
-pub use rooms::{MemberChange, NewRoom, RoomPage};
+pub use rooms::{MemberChange, MemberPage, NewRoom, RoomPage};
 
 use crate::domain::cache::{CacheBus, Generation, Invalidation};
 use crate::domain::rate_limit::RateLimiter;
@@ -39,6 +40,8 @@ pub struct RoomAccess {
 #[derive(Clone, Debug)]
 pub struct ChatLimits {
     pub max_message_length: usize,
+    /// Rooms with more members list only this many in their room object.
+    pub members_inline_max: usize,
 }
 
 /// The chat rules over the database.
@@ -132,16 +135,66 @@ impl ChatService {
         self.access.remove(room_id);
     }
 
-    /// Loads full room objects (members with names), in the order of `rows`.
-    async fn load_rooms(&self, rows: Vec<room::Model>) -> AppResult<Vec<Room>> {
+    /// Loads room objects (members with names), in the order of `rows`. A room with more than
+    /// `members_inline_max` members lists only its first ones (by join order), so loading a big
+    /// room costs the same as loading a small one; `viewer`'s own watermark is read as well when
+    /// they are not among those listed, for their unread count.
+    async fn load_rooms(
+        &self,
+        rows: Vec<room::Model>,
+        viewer: Option<&str>,
+    ) -> AppResult<Vec<Room>> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-        let member_rows = room_member::Entity::find()
-            .filter(room_member::Column::RoomId.is_in(ids))
+        let counts: HashMap<String, i64> = room_member::Entity::find()
+            .select_only()
+            .column(room_member::Column::RoomId)
+            .column_as(room_member::Column::UserId.count(), "member_count")
+            .filter(room_member::Column::RoomId.is_in(ids.iter().map(String::as_str)))
+            .group_by(room_member::Column::RoomId)
+            .into_tuple::<(String, i64)>()
             .all(&self.db)
-            .await?;
+            .await?
+            .into_iter()
+            .collect();
+        let inline_max = self.limits.members_inline_max.max(1);
+        let (small, big): (Vec<&String>, Vec<&String>) = ids
+            .iter()
+            .partition(|id| counts.get(*id).copied().unwrap_or(0) <= inline_max as i64);
+        let mut member_rows = Vec::new();
+        if !small.is_empty() {
+            member_rows = room_member::Entity::find()
+                .filter(room_member::Column::RoomId.is_in(small.iter().map(|s| s.as_str())))
+                .all(&self.db)
+                .await?;
+        }
+        for room_id in &big {
+            member_rows.extend(
+                room_member::Entity::find()
+                    .filter(room_member::Column::RoomId.eq(room_id.as_str()))
+                    .order_by_asc(room_member::Column::JoinedAt)
+                    .order_by_asc(room_member::Column::UserId)
+                    .limit(inline_max as u64)
+                    .all(&self.db)
+                    .await?,
+            );
+        }
+        let mut unlisted: HashMap<String, i64> = HashMap::new();
+        if let (Some(viewer), false) = (viewer, big.is_empty()) {
+            unlisted = room_member::Entity::find()
+                .select_only()
+                .column(room_member::Column::RoomId)
+                .column(room_member::Column::ReadSeq)
+                .filter(room_member::Column::UserId.eq(viewer))
+                .filter(room_member::Column::RoomId.is_in(big.iter().map(|s| s.as_str())))
+                .into_tuple::<(String, i64)>()
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .collect();
+        }
         let names = self
             .names_of(member_rows.iter().map(|m| m.user_id.clone()))
             .await?;
@@ -168,41 +221,54 @@ impl ChatService {
                         .cmp(&b.joined_at)
                         .then(a.user_id.cmp(&b.user_id))
                 });
-                Room::from_row(row, members)
+                let count = counts.get(&row.id).copied().unwrap_or(0);
+                let read_seq = unlisted.remove(&row.id);
+                let mut room = Room::from_row(row, members, count);
+                if let (Some(viewer), Some(seq)) = (viewer, read_seq) {
+                    room.unlisted_read_seqs.insert(viewer.to_owned(), seq);
+                }
+                room
             })
             .collect())
     }
 
-    /// One full room. `NOT_FOUND` if it does not exist.
+    /// One room. `NOT_FOUND` if it does not exist.
     pub async fn load_room(&self, room_id: &str) -> AppResult<Room> {
+        self.load_room_for(room_id, None).await
+    }
+
+    /// One room, able to show `viewer` their unread count even when the room is too big to
+    /// list them among its members. `NOT_FOUND` if it does not exist.
+    pub async fn load_room_for(&self, room_id: &str, viewer: Option<&str>) -> AppResult<Room> {
         let row = room::Entity::find_by_id(room_id)
             .one(&self.db)
             .await?
             .ok_or_else(|| AppError::NotFound("room not found".into()))?;
-        self.load_rooms(vec![row])
+        self.load_rooms(vec![row], viewer)
             .await?
             .pop()
             .ok_or_else(|| AppError::NotFound("room not found".into()))
     }
 
-    /// Display names of users, by id.
+    /// Display names of users, by id, a bounded number of ids per query.
     async fn names_of(
         &self,
         ids: impl Iterator<Item = String>,
     ) -> AppResult<HashMap<String, String>> {
-        let ids: HashSet<String> = ids.collect();
-        if ids.is_empty() {
-            return Ok(HashMap::new());
+        let ids: Vec<String> = ids.collect::<HashSet<String>>().into_iter().collect();
+        let mut names = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(crate::domain::bounded::MAX_BIND_IDS) {
+            let rows = user::Entity::find()
+                .select_only()
+                .column(user::Column::Id)
+                .column(user::Column::Name)
+                .filter(user::Column::Id.is_in(chunk.iter().map(String::as_str)))
+                .into_tuple::<(String, String)>()
+                .all(&self.db)
+                .await?;
+            names.extend(rows);
         }
-        let rows = user::Entity::find()
-            .select_only()
-            .column(user::Column::Id)
-            .column(user::Column::Name)
-            .filter(user::Column::Id.is_in(ids))
-            .into_tuple::<(String, String)>()
-            .all(&self.db)
-            .await?;
-        Ok(rows.into_iter().collect())
+        Ok(names)
     }
 }
 

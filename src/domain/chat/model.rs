@@ -1,5 +1,7 @@
 //! The chat objects exactly as clients receive them (contract §3), built from table rows.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use entity::{message, room};
 use serde::Serialize;
@@ -52,7 +54,10 @@ pub struct Member {
     pub read_seq: i64,
 }
 
-/// A room as seen by one user (`unread_count` is theirs).
+/// A room as seen by one user (`unread_count` is theirs). Rooms with more members than
+/// `ROOM_MEMBERS_INLINE_MAX` list only the first ones (by join order) in `members`, so a room
+/// object stays a bounded size; `member_count` is always the total, and the full list is paged by
+/// `GET /chat/rooms/:id/members`.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Room {
@@ -64,42 +69,59 @@ pub struct Room {
     #[serde(with = "serde_rfc3339")]
     pub created_at: DateTime<Utc>,
     pub members: Vec<Member>,
+    /// How many members the room has, whether or not `members` lists them all.
+    pub member_count: i64,
     pub last_seq: i64,
     pub unread_count: i64,
     /// Present in room lists (`GET /chat/rooms`), absent elsewhere.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_message: Option<Option<Message>>,
+    /// Read watermarks of would-be viewers that `members` does not list (a big room's
+    /// capped list), so `for_viewer` still finds their unread count; not sent.
+    #[serde(skip)]
+    pub(crate) unlisted_read_seqs: HashMap<String, i64>,
 }
 
 impl Room {
-    pub(crate) fn from_row(row: room::Model, members: Vec<Member>) -> Self {
+    pub(crate) fn from_row(row: room::Model, members: Vec<Member>, member_count: i64) -> Self {
         Self {
             room_type: RoomType::parse(&row.room_type).unwrap_or(RoomType::Group),
             id: row.id,
             name: row.name,
             created_by: row.created_by,
             created_at: row.created_at,
+            member_count: member_count.max(members.len() as i64),
             members,
             last_seq: row.last_seq,
             unread_count: 0,
             last_message: None,
+            unlisted_read_seqs: HashMap::new(),
         }
     }
 
     /// The same room with `unread_count` set for `viewer`.
     pub fn for_viewer(mut self, viewer: &str) -> Self {
-        self.unread_count = self
+        let read_seq = self
             .members
             .iter()
             .find(|m| m.user_id == viewer)
-            .map_or(0, |m| (self.last_seq - m.read_seq).max(0));
+            .map(|m| m.read_seq)
+            .or_else(|| self.unlisted_read_seqs.get(viewer).copied());
+        self.unread_count = read_seq.map_or(0, |seq| (self.last_seq - seq).max(0));
         self
     }
 
+    /// Whether `members` lists every member (false for rooms over the inline maximum).
+    pub fn lists_all_members(&self) -> bool {
+        self.members.len() as i64 >= self.member_count
+    }
+
+    /// Whether `user_id` is among the listed members (see [`Room::lists_all_members`]).
     pub fn is_member(&self, user_id: &str) -> bool {
         self.members.iter().any(|m| m.user_id == user_id)
     }
 
+    /// Ids of the listed members (see [`Room::lists_all_members`]).
     pub fn member_ids(&self) -> impl Iterator<Item = &str> {
         self.members.iter().map(|m| m.user_id.as_str())
     }

@@ -10,7 +10,7 @@ use sea_orm::{
     QuerySelect, Set, TransactionTrait,
 };
 
-use super::model::{Message, ROLE_MEMBER, ROLE_OWNER, Room, RoomType};
+use super::model::{Member, Message, ROLE_MEMBER, ROLE_OWNER, Room, RoomType};
 use super::{ChatService, is_unique_violation, new_id};
 use crate::error::{AppError, AppResult};
 
@@ -146,7 +146,7 @@ impl ChatService {
             }
             Err(e) => return Err(e.into()),
         }
-        let room = self.load_room(&room_id).await?;
+        let room = self.load_room_for(&room_id, Some(creator)).await?;
         Ok((room.for_viewer(creator), true))
     }
 
@@ -158,7 +158,7 @@ impl ChatService {
         else {
             return Ok(None);
         };
-        Ok(self.load_rooms(vec![row]).await?.pop())
+        Ok(self.load_rooms(vec![row], None).await?.pop())
     }
 
     /// One room as seen by `viewer`, who must be a member (or the room public).
@@ -169,7 +169,10 @@ impl ChatService {
                 "you are not a member of this room".into(),
             ));
         }
-        Ok(self.load_room(room_id).await?.for_viewer(viewer))
+        Ok(self
+            .load_room_for(room_id, Some(viewer))
+            .await?
+            .for_viewer(viewer))
     }
 
     /// The viewer's rooms, newest first, each with its last message and the viewer's unread
@@ -204,7 +207,7 @@ impl ChatService {
             .collect();
         let mut last_messages = self.last_messages(&keys).await?;
         let items = self
-            .load_rooms(rows)
+            .load_rooms(rows, Some(viewer))
             .await?
             .into_iter()
             .map(|room| {
@@ -283,7 +286,10 @@ impl ChatService {
             self.insert_members(room_id, &added).await?;
             self.invalidate(room_id);
         }
-        let room = self.load_room(room_id).await?.for_viewer(actor);
+        let room = self
+            .load_room_for(room_id, Some(actor))
+            .await?
+            .for_viewer(actor);
         Ok(MemberChange {
             room,
             added,
@@ -366,12 +372,103 @@ impl ChatService {
             .exec(&self.db)
             .await?;
         self.invalidate(room_id);
-        let room = self.load_room(room_id).await?.for_viewer(actor);
+        let room = self
+            .load_room_for(room_id, Some(actor))
+            .await?
+            .for_viewer(actor);
         Ok(MemberChange {
             room,
             added: Vec::new(),
             removed: vec![target.to_owned()],
         })
+    }
+}
+
+/// A page of a room's members, most recently joined first.
+#[derive(Debug)]
+pub struct MemberPage {
+    pub items: Vec<Member>,
+    pub next_cursor: Option<String>,
+}
+
+/// The cursor of a member page: where the last member listed stands in join order. Opaque to
+/// clients; it stays valid when that member leaves.
+fn member_cursor(m: &room_member::Model) -> String {
+    format!(
+        "{}|{}",
+        m.joined_at
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        m.user_id
+    )
+}
+
+fn parse_member_cursor(cursor: &str) -> AppResult<(chrono::DateTime<Utc>, String)> {
+    let invalid = || AppError::field("before", "is not a cursor this list returned");
+    let (at, user_id) = cursor.split_once('|').ok_or_else(invalid)?;
+    let at = chrono::DateTime::parse_from_rfc3339(at)
+        .map_err(|_| invalid())?
+        .with_timezone(&Utc);
+    Ok((at, user_id.to_owned()))
+}
+
+impl ChatService {
+    /// A page of the room's members for `viewer` (a member, or anyone for a public room):
+    /// the complete list that a big room's object only starts.
+    pub async fn list_members(
+        &self,
+        viewer: &str,
+        room_id: &str,
+        limit: u64,
+        before: Option<&str>,
+    ) -> AppResult<MemberPage> {
+        let access = self.access(room_id).await?;
+        if !access.members.contains(viewer) && access.room_type != RoomType::Public {
+            return Err(AppError::Forbidden(
+                "you are not a member of this room".into(),
+            ));
+        }
+        let mut query = room_member::Entity::find()
+            .filter(room_member::Column::RoomId.eq(room_id))
+            .order_by_desc(room_member::Column::JoinedAt)
+            .order_by_desc(room_member::Column::UserId)
+            .limit(limit + 1);
+        if let Some(before) = before {
+            let (at, user_id) = parse_member_cursor(before)?;
+            query = query.filter(
+                sea_orm::Condition::any()
+                    .add(room_member::Column::JoinedAt.lt(at))
+                    .add(
+                        room_member::Column::JoinedAt
+                            .eq(at)
+                            .and(room_member::Column::UserId.lt(user_id)),
+                    ),
+            );
+        }
+        let mut rows = query.all(&self.db).await?;
+        let has_more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        let next_cursor = if has_more {
+            rows.last().map(member_cursor)
+        } else {
+            None
+        };
+        let names = self
+            .names_of(rows.iter().map(|m| m.user_id.clone()))
+            .await?;
+        let items = rows
+            .into_iter()
+            .map(|m| Member {
+                name: names
+                    .get(&m.user_id)
+                    .cloned()
+                    .unwrap_or_else(|| m.user_id.clone()),
+                user_id: m.user_id,
+                role: m.role,
+                joined_at: m.joined_at,
+                read_seq: m.read_seq,
+            })
+            .collect();
+        Ok(MemberPage { items, next_cursor })
     }
 }
 

@@ -1,6 +1,6 @@
 //! Single-node presence state, in process memory.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -21,6 +21,9 @@ struct Entry {
     activity: Option<String>,
     metadata: Value,
     last_active: DateTime<Utc>,
+    /// The time this user is filed under in `State::idle_queue`, if filed. Every announced,
+    /// non-idle user is filed at or before their `last_active`.
+    queued: Option<DateTime<Utc>>,
 }
 
 impl Entry {
@@ -34,7 +37,7 @@ impl Entry {
 }
 
 /// Presence of the users connected to this node. A plain mutex: every operation is a few hash
-/// lookups and is never held across an await.
+/// lookups (or one ordered-set step) and is never held across an await.
 #[derive(Default)]
 pub struct MemoryPresence {
     users: Mutex<State>,
@@ -45,6 +48,31 @@ struct State {
     entries: HashMap<String, Entry>,
     /// Users whose last socket went away, and when their grace period ends.
     pending_offline: HashMap<String, DateTime<Utc>>,
+    /// Idle candidates, oldest activity first: the sweeper looks only at the front (users that
+    /// may be due), never at everyone. A user is filed once and re-filed at their latest
+    /// activity when looked at too early, so client events cost no ordered-set update.
+    idle_queue: BTreeSet<(DateTime<Utc>, String)>,
+}
+
+impl State {
+    /// Files `user` as an idle candidate unless already filed.
+    fn file(&mut self, user: &str) {
+        if let Some(entry) = self.entries.get_mut(user)
+            && entry.queued.is_none()
+        {
+            entry.queued = Some(entry.last_active);
+            self.idle_queue.insert((entry.last_active, user.to_owned()));
+        }
+    }
+
+    /// Forgets `user` entirely.
+    fn forget(&mut self, user: &str) -> Option<Entry> {
+        let entry = self.entries.remove(user)?;
+        if let Some(at) = entry.queued {
+            self.idle_queue.remove(&(at, user.to_owned()));
+        }
+        Some(entry)
+    }
 }
 
 impl MemoryPresence {
@@ -72,6 +100,7 @@ impl PresenceStore for MemoryPresence {
                 activity: None,
                 metadata: Value::Null,
                 last_active: Utc::now(),
+                queued: None,
             });
             if entry.sockets.len() >= limit as usize && !entry.sockets.contains(sid) {
                 return false;
@@ -98,7 +127,7 @@ impl PresenceStore for MemoryPresence {
                     state.pending_offline.insert(user.to_owned(), offline_at);
                 } else {
                     // Never came online (refused or failed setup): nothing to announce later.
-                    state.entries.remove(user);
+                    state.forget(user);
                 }
             }
             left
@@ -110,21 +139,10 @@ impl PresenceStore for MemoryPresence {
     }
 
     async fn came_online(&self, user: &str, now: DateTime<Utc>) -> anyhow::Result<Option<Status>> {
-        Ok(self.with(|map| {
-            let entry = map.get_mut(user)?;
-            entry.last_active = now;
-            if entry.announced {
-                // Reconnected within the grace period, or another tab: no visible change
-                // unless the user had gone idle.
-                if entry.idle {
-                    entry.idle = false;
-                    return (entry.manual.is_none()).then_some(Status::Online);
-                }
-                return None;
-            }
-            entry.announced = true;
-            entry.idle = false;
-            Some(entry.status())
+        Ok(self.with_state(|state| {
+            let changed = came_online(state.entries.get_mut(user)?, now);
+            state.file(user);
+            changed
         }))
     }
 
@@ -143,7 +161,7 @@ impl PresenceStore for MemoryPresence {
                     .entries
                     .get(&user)
                     .is_some_and(|e| e.sockets.is_empty());
-                if gone && state.entries.remove(&user).is_some_and(|e| e.announced) {
+                if gone && state.forget(&user).is_some_and(|e| e.announced) {
                     offline.push(user);
                 }
             }
@@ -152,31 +170,49 @@ impl PresenceStore for MemoryPresence {
     }
 
     async fn touch(&self, user: &str, now: DateTime<Utc>) -> anyhow::Result<Option<Status>> {
-        Ok(self.with(|map| {
-            let entry = map.get_mut(user)?;
+        Ok(self.with_state(|state| {
+            let entry = state.entries.get_mut(user)?;
             entry.last_active = now;
-            if entry.idle && entry.announced {
-                entry.idle = false;
-                return entry.manual.is_none().then_some(Status::Online);
+            if !(entry.idle && entry.announced) {
+                return None;
             }
-            None
+            entry.idle = false;
+            let online = entry.manual.is_none();
+            state.file(user);
+            online.then_some(Status::Online)
         }))
     }
 
     async fn sweep_idle(&self, cutoff: DateTime<Utc>) -> anyhow::Result<Vec<String>> {
-        Ok(self.with(|map| {
+        Ok(self.with_state(|state| {
             let mut turned = Vec::new();
-            for (user, entry) in map.iter_mut() {
-                if entry.announced
-                    && !entry.idle
-                    && !entry.sockets.is_empty()
-                    && entry.last_active < cutoff
-                {
+            // Only users filed before the cutoff can be idle; the rest of the queue is newer.
+            while let Some(first) = state.idle_queue.first() {
+                if first.0 >= cutoff {
+                    break;
+                }
+                let Some((at, user)) = state.idle_queue.pop_first() else {
+                    break;
+                };
+                let Some(entry) = state.entries.get_mut(&user) else {
+                    continue;
+                };
+                if entry.queued != Some(at) {
+                    continue;
+                }
+                entry.queued = None;
+                if entry.last_active >= cutoff {
+                    // Active since it was filed: file it again at its latest activity.
+                    state.file(&user);
+                    continue;
+                }
+                if entry.announced && !entry.idle && !entry.sockets.is_empty() {
                     entry.idle = true;
                     if entry.manual.is_none() {
-                        turned.push(user.clone());
+                        turned.push(user);
                     }
                 }
+                // Not filed again until an event (or a new socket) makes it a candidate.
             }
             turned
         }))
@@ -188,8 +224,8 @@ impl PresenceStore for MemoryPresence {
         status: Status,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Option<Status>> {
-        Ok(self.with(|map| {
-            let entry = map.get_mut(user)?;
+        Ok(self.with_state(|state| {
+            let entry = state.entries.get_mut(user)?;
             let before = entry.status();
             entry.manual = match status {
                 Status::Online | Status::Offline => None,
@@ -198,6 +234,7 @@ impl PresenceStore for MemoryPresence {
             entry.idle = false;
             entry.last_active = now;
             let after = entry.status();
+            state.file(user);
             (before != after).then_some(after)
         }))
     }
@@ -252,6 +289,23 @@ impl PresenceStore for MemoryPresence {
         // The state dies with the process.
         Ok(())
     }
+}
+
+/// A socket finished connecting (see [`PresenceStore::came_online`]).
+fn came_online(entry: &mut Entry, now: DateTime<Utc>) -> Option<Status> {
+    entry.last_active = now;
+    if entry.announced {
+        // Reconnected within the grace period, or another tab: no visible change
+        // unless the user had gone idle.
+        if entry.idle {
+            entry.idle = false;
+            return (entry.manual.is_none()).then_some(Status::Online);
+        }
+        return None;
+    }
+    entry.announced = true;
+    entry.idle = false;
+    Some(entry.status())
 }
 
 #[cfg(test)]
@@ -357,5 +411,62 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(s.touch("u", later).await.unwrap(), None, "busy stays busy");
+    }
+
+    #[tokio::test]
+    async fn a_sweep_looks_only_at_users_that_may_be_due() {
+        let s = MemoryPresence::default();
+        let t0 = Utc::now();
+        for i in 0..1000 {
+            let user = format!("u{i}");
+            s.reserve_connection(&user, "sid", 5).await.unwrap();
+            s.came_online(&user, t0 + chrono::Duration::milliseconds(i))
+                .await
+                .unwrap();
+        }
+        // Half of them keep sending events.
+        for i in (0..1000).step_by(2) {
+            s.touch(&format!("u{i}"), t0 + chrono::Duration::seconds(10))
+                .await
+                .unwrap();
+        }
+        let queued = || s.with_state(|state| state.idle_queue.len());
+        assert_eq!(
+            queued(),
+            1000,
+            "one candidate entry per user, however many events"
+        );
+        let mut turned = s
+            .sweep_idle(t0 + chrono::Duration::seconds(5))
+            .await
+            .unwrap();
+        turned.sort();
+        let mut expected: Vec<String> = (1..1000).step_by(2).map(|i| format!("u{i}")).collect();
+        expected.sort();
+        assert_eq!(turned, expected, "only the silent half turns away");
+        assert_eq!(
+            queued(),
+            500,
+            "the active half is filed again, the idle half is not"
+        );
+        assert!(s.sweep_idle(t0).await.unwrap().is_empty());
+        // An idle user's next event files them again.
+        assert_eq!(
+            s.touch("u1", t0 + chrono::Duration::seconds(11))
+                .await
+                .unwrap(),
+            Some(Status::Online)
+        );
+        assert_eq!(queued(), 501);
+        let later = t0 + chrono::Duration::seconds(20);
+        assert_eq!(s.sweep_idle(later).await.unwrap().len(), 501);
+        // Users who go offline leave no candidate behind.
+        for i in 0..1000 {
+            s.release_connection(&format!("u{i}"), "sid", later)
+                .await
+                .unwrap();
+        }
+        s.take_due_offline(later).await.unwrap();
+        assert_eq!(queued(), 0);
     }
 }

@@ -9,6 +9,7 @@ pub mod rooms;
 pub use memory::MemoryPresence;
 pub use rooms::{RoomCounts, RoomPresencePage, room_presence};
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -16,11 +17,13 @@ use chrono::{DateTime, Utc};
 use entity::{follow, room, room_member, user};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, JoinType, QueryFilter, QuerySelect, RelationTrait,
+    ColumnTrait, DatabaseConnection, EntityTrait, JoinType, QueryFilter, QueryOrder, QuerySelect,
+    RelationTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::domain::bounded::MAX_BIND_IDS;
 use crate::domain::preferences::PreferenceService;
 use crate::error::AppResult;
 use crate::time::serde_rfc3339;
@@ -210,25 +213,27 @@ impl PresenceService {
     }
 
     /// The presence of `users` as `viewer` sees it: live state when connected, else offline
-    /// with the stored `lastSeen`; users hiding their status look offline to everyone else.
+    /// with the stored `lastSeen`; users hiding their status look offline to everyone else. Ids
+    /// are bound a chunk at a time, so any number of users may be asked for.
     pub async fn view(
         &self,
         prefs: &PreferenceService,
         viewer: &str,
         users: &[String],
     ) -> AppResult<Vec<PresenceView>> {
-        let live: std::collections::HashMap<String, Live> =
-            self.store.get_many(users).await?.into_iter().collect();
-        let stored: std::collections::HashMap<String, Option<DateTime<Utc>>> = user::Entity::find()
-            .select_only()
-            .column(user::Column::Id)
-            .column(user::Column::LastSeen)
-            .filter(user::Column::Id.is_in(users.iter().map(String::as_str)))
-            .into_tuple::<(String, Option<DateTime<Utc>>)>()
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .collect();
+        let live: HashMap<String, Live> = self.store.get_many(users).await?.into_iter().collect();
+        let mut stored: HashMap<String, Option<DateTime<Utc>>> = HashMap::new();
+        for chunk in users.chunks(MAX_BIND_IDS) {
+            let rows = user::Entity::find()
+                .select_only()
+                .column(user::Column::Id)
+                .column(user::Column::LastSeen)
+                .filter(user::Column::Id.is_in(chunk.iter().map(String::as_str)))
+                .into_tuple::<(String, Option<DateTime<Utc>>)>()
+                .all(&self.db)
+                .await?;
+            stored.extend(rows);
+        }
         let hiding = prefs.hiding_online_status(users).await?;
         let mut views = Vec::with_capacity(users.len());
         for user_id in users {
@@ -255,26 +260,77 @@ impl PresenceService {
         Ok(views)
     }
 
-    /// Users `viewer` follows that are online (any status but offline) and share it.
+    /// A page of the users `viewer` follows that are online (any status but offline) and share
+    /// it, by followee id, descending. Followees are read and looked up a chunk at a time, and at
+    /// most [`ONLINE_FRIENDS_SCAN`] per call, so a request's cost is bounded however many users
+    /// the viewer follows. A page may therefore hold fewer than `limit` friends (even none)
+    /// while `next_cursor` is set: only a `None` cursor means there are no more.
     pub async fn online_friends(
         &self,
         prefs: &PreferenceService,
         viewer: &str,
-    ) -> AppResult<Vec<PresenceView>> {
-        let following: Vec<String> = follow::Entity::find()
-            .select_only()
-            .column(follow::Column::FolloweeId)
-            .filter(follow::Column::FollowerId.eq(viewer))
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        let views = self.view(prefs, viewer, &following).await?;
-        Ok(views
-            .into_iter()
-            .filter(|v| v.status != Status::Offline)
-            .collect())
+        limit: u64,
+        before: Option<&str>,
+    ) -> AppResult<(Vec<PresenceView>, Option<String>)> {
+        let limit = limit.max(1) as usize;
+        let mut items: Vec<PresenceView> = Vec::new();
+        let mut cursor = before.map(str::to_owned);
+        let mut scanned = 0;
+        loop {
+            let chunk = (ONLINE_FRIENDS_SCAN - scanned).min(MAX_BIND_IDS);
+            let mut query = follow::Entity::find()
+                .select_only()
+                .column(follow::Column::FolloweeId)
+                .filter(follow::Column::FollowerId.eq(viewer))
+                .order_by_desc(follow::Column::FolloweeId)
+                .limit(chunk as u64 + 1);
+            if let Some(cursor) = &cursor {
+                query = query.filter(follow::Column::FolloweeId.lt(cursor.as_str()));
+            }
+            let mut followees: Vec<String> = query.into_tuple().all(&self.db).await?;
+            let more_followees = followees.len() > chunk;
+            followees.truncate(chunk);
+            scanned += followees.len();
+            let live: HashMap<String, Live> =
+                self.store.get_many(&followees).await?.into_iter().collect();
+            let online: Vec<String> = followees
+                .iter()
+                .filter(|u| live.get(*u).is_some_and(|l| l.status != Status::Offline))
+                .cloned()
+                .collect();
+            let hiding = prefs.hiding_online_status(&online).await?;
+            for user_id in &followees {
+                if items.len() == limit {
+                    // The page is full: the next one starts after the last friend listed.
+                    let next = items.last().map(|v| v.user_id.clone());
+                    return Ok((items, next));
+                }
+                let Some(l) = live.get(user_id) else { continue };
+                if l.status == Status::Offline || hiding.contains(user_id) {
+                    continue;
+                }
+                items.push(PresenceView {
+                    user_id: user_id.clone(),
+                    status: l.status,
+                    activity: l.activity.clone(),
+                    metadata: l.metadata.clone(),
+                    last_seen: Some(l.last_active),
+                });
+            }
+            if !more_followees {
+                return Ok((items, None));
+            }
+            // Everything up to the last followee examined is done.
+            cursor = followees.last().cloned();
+            if scanned >= ONLINE_FRIENDS_SCAN {
+                return Ok((items, cursor));
+            }
+        }
     }
 }
+
+/// Most followees one online-friends request examines; the rest are behind its `nextCursor`.
+pub const ONLINE_FRIENDS_SCAN: usize = 5000;
 
 /// Something to tell a user's audience, queued from wherever it was noticed (event handlers,
 /// timers, sweepers) and announced in order by one task.
