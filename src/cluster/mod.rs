@@ -66,7 +66,7 @@ pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<RedisConnections
         .init()
         .await
         .context("connecting the Redis subscriber")?;
-    invalidations.manage_subscriptions();
+    // Re-subscribed by `invalidation::listen` after every reconnect, which then flushes caches.
     invalidations
         .subscribe(invalidation::channel(prefix))
         .await
@@ -127,6 +127,17 @@ fn keep_subscriptions(client: &SubscriberClient) {
             }
         }
     });
+}
+
+/// Fails at once while `client` is known to be disconnected. fred queues commands sent while
+/// it reconnects until the command timeout, and hot paths (every message's rate limit, every
+/// connect's slot) must not wait on a Redis that is known to be down.
+pub fn ensure_connected(client: &Client) -> anyhow::Result<()> {
+    if client.is_connected() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("Redis is unreachable"))
+    }
 }
 
 /// Whether Redis answers right now (bounded, so `/health` never hangs on a dead Redis).

@@ -37,11 +37,21 @@ pub fn router<A: Adapter>(state: AppState<A>) -> Router {
         .merge(chat::router())
         .merge(feed::router())
         .merge(notifications::router())
-        .merge(presence::router());
+        .merge(presence::router())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_database::<A>,
+        ));
     Router::new()
         .merge(health::router())
         .nest("/api/v1/realtime", api)
-        .nest("/api/v1/internal", internal::router())
+        .nest(
+            "/api/v1/internal",
+            internal::router().layer(middleware::from_fn_with_state(
+                state.clone(),
+                require_database::<A>,
+            )),
+        )
         .fallback(not_found)
         // Outermost first: trace everything, then the body limit (known to the extractor so
         // its 413 can state it), then per-route metrics.
@@ -56,6 +66,19 @@ pub fn router<A: Adapter>(state: AppState<A>) -> Router {
                 )),
         )
         .with_state(state)
+}
+
+/// Every API call needs the database: while it is known to be down, answer 503 at once
+/// instead of letting each request wait out the pool's acquire timeout.
+async fn require_database<A: Adapter>(
+    State(state): State<AppState<A>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match state.core.db_status.check() {
+        Ok(()) => next.run(request).await,
+        Err(e) => axum::response::IntoResponse::into_response(e),
+    }
 }
 
 /// CORS per `CORS_ORIGINS`: listed origins with credentials, or any origin without.

@@ -10,6 +10,7 @@ use socketioxide::socket::DisconnectReason;
 
 use super::ack::respond;
 use super::rooms;
+use super::slots::SlotGuard;
 use crate::auth::AuthUser;
 use crate::domain::{chat, notifications, users};
 use crate::error::{AppError, AppResult};
@@ -54,6 +55,7 @@ async fn session_ready<A: Adapter>(
     user: &AuthUser,
     core: &Core,
 ) -> AppResult<Value> {
+    core.db_status.check()?;
     users::upsert(&core.db, &user.id, &user.name, None).await?;
     let room_ids = chat::room_ids_of(&core.db, &user.id).await?;
     let mut join: Vec<String> = room_ids.iter().map(|id| rooms::chat(id)).collect();
@@ -100,13 +102,18 @@ async fn on_disconnect<A: Adapter>(
     };
     tracing::debug!(sid = %socket.id, user = %user.id, %reason, "socket disconnected");
     let offline_at = chrono::Utc::now() + grace(&core);
-    let left = core
-        .presence
-        .store
-        .release_connection(&user.id, &socket.id.to_string(), offline_at)
-        .await;
+    let left = match socket.extensions.remove::<Arc<SlotGuard>>() {
+        Some(slot) => slot.release(offline_at).await,
+        None => {
+            core.presence
+                .store
+                .release_connection(&user.id, &socket.id.to_string(), offline_at)
+                .await
+        }
+    };
     let left = left.unwrap_or_else(|e| {
-        tracing::warn!(user = %user.id, error = ?e, "releasing connection slot failed");
+        // The socket is no longer listed as live: the slot reconciliation frees it.
+        tracing::warn!(user = %user.id, error = ?e, "releasing connection slot failed; left to reconciliation");
         0
     });
     if left == 0 {

@@ -193,32 +193,49 @@ impl<'a, A: Adapter> Emitter<'a, A> {
         }
     }
 
-    /// Joins every socket of `user_ids`, on any node, to the room's Socket.IO room.
+    /// Joins every socket of `user_ids`, on any node, to the room's Socket.IO room. When the
+    /// other nodes cannot be reached, this node's sockets join now and the rest is retried.
     pub async fn join_room(&self, user_ids: &[String], room_id: &str) {
-        if user_ids.is_empty() {
-            return;
-        }
-        let Some(ns) = self.namespace() else { return };
-        let targets: Vec<String> = user_ids.iter().map(|u| rooms::user(u)).collect();
-        let ops = ns.to(targets);
-        if let Err(e) = ops.clone().join(rooms::chat(room_id)).await {
-            tracing::warn!(room = room_id, error = ?e, "joining members' sockets failed; joining local ones");
-            let _ = ops.local().join(rooms::chat(room_id)).await;
-        }
+        self.move_sockets(user_ids, room_id, true).await;
     }
 
-    /// Removes every socket of `user_ids`, on any node, from the room's Socket.IO room.
+    /// Removes every socket of `user_ids`, on any node, from the room's Socket.IO room. When the
+    /// other nodes cannot be reached, this node's sockets leave now and the rest is retried.
     pub async fn leave_room(&self, user_ids: &[String], room_id: &str) {
+        self.move_sockets(user_ids, room_id, false).await;
+    }
+
+    async fn move_sockets(&self, user_ids: &[String], room_id: &str, join: bool) {
         if user_ids.is_empty() {
             return;
         }
         let Some(ns) = self.namespace() else { return };
         let targets: Vec<String> = user_ids.iter().map(|u| rooms::user(u)).collect();
         let ops = ns.to(targets);
-        if let Err(e) = ops.clone().leave(rooms::chat(room_id)).await {
-            tracing::warn!(room = room_id, error = ?e, "removing members' sockets failed; removing local ones");
-            let _ = ops.local().leave(rooms::chat(room_id)).await;
+        let room = rooms::chat(room_id);
+        if self.core.cluster_reachable() {
+            let result = if join {
+                ops.clone().join(room.clone()).await
+            } else {
+                ops.clone().leave(room.clone()).await
+            };
+            match result {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(
+                    room = room_id,
+                    join,
+                    error = ?e,
+                    "moving members' sockets across nodes failed; moving local ones, retrying the rest"
+                ),
+            }
         }
+        let local = ops.local();
+        let _ = if join {
+            local.join(room).await
+        } else {
+            local.leave(room).await
+        };
+        self.core.room_moves.push(room_id, user_ids);
     }
 
     /// `notification:new` (when in-app delivery is on) then `notification:unread_count`, to

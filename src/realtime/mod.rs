@@ -8,11 +8,12 @@ mod connection;
 mod context;
 pub mod emit;
 mod feed;
-mod membership;
+pub mod membership;
 mod notifications;
 mod order;
 pub mod presence;
 pub mod rooms;
+pub mod slots;
 
 pub use connection::{NAMESPACE, grace, on_connect};
 pub use membership::{announce_added, announce_removed};
