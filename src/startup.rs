@@ -162,6 +162,11 @@ impl Application {
                 // The driver error's Display is often empty; its Debug says what went wrong.
                 .map_err(|e| anyhow::anyhow!("initialising the Redis adapter: {e:?}"))?;
                 crate::tasks::spawn_all(io.clone(), core.clone(), presence_rx);
+                tokio::spawn(realtime::membership::resync_on_resubscribe(
+                    io.clone(),
+                    core.clone(),
+                    redis.resubscribed,
+                ));
                 (app_router(&core, io.clone(), layer)?, closer(io))
             }
         };

@@ -29,6 +29,9 @@ pub async fn on_connect<A: Adapter>(
     socket
         .extensions
         .insert(Arc::new(super::order::Sequencer::default()));
+    socket
+        .extensions
+        .insert(super::membership::ConnectedAt(chrono::Utc::now()));
     socket.on_disconnect(on_disconnect::<A>);
     register_handlers(&socket);
 

@@ -167,3 +167,99 @@ pub async fn retry_moves<A: Adapter>(io: socketioxide::SocketIo<A>, core: std::s
     }
     tracing::info!(task = "room_move_retry", "stopped");
 }
+
+/// When a socket finished connecting: rooms its user joined later are rooms it was moved into
+/// live (unless it left them with `chat:leave`), so a resync may join them again.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectedAt(pub chrono::DateTime<chrono::Utc>);
+
+/// After this node's adapter subscription came back (it may have missed cross-node moves while
+/// away), makes each local socket's `chat:*` rooms follow the database: rooms of which its user
+/// is no longer a member are left, rooms the user joined since the socket connected are joined.
+/// Bounded work: one query per 500 users with sockets here.
+pub async fn resync_local_rooms<A: Adapter>(io: &socketioxide::SocketIo<A>, core: &Core) {
+    use std::collections::{HashMap, HashSet};
+    let Some(ns) = io.of(super::NAMESPACE) else {
+        return;
+    };
+    let mut by_user: HashMap<String, Vec<socketioxide::extract::SocketRef<A>>> = HashMap::new();
+    for socket in ns.local().sockets() {
+        if let Some(user) = socket.extensions.get::<AuthUser>() {
+            by_user.entry(user.id).or_default().push(socket);
+        }
+    }
+    let users: Vec<String> = by_user.keys().cloned().collect();
+    let (mut left, mut joined) = (0usize, 0usize);
+    for chunk in users.chunks(500) {
+        let rows = match crate::domain::chat::memberships_of(&core.db, chunk).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "resyncing sockets' rooms failed");
+                return;
+            }
+        };
+        let mut member_of: HashMap<&str, HashMap<String, chrono::DateTime<chrono::Utc>>> =
+            HashMap::new();
+        for (user, room, joined_at) in &rows {
+            member_of
+                .entry(user.as_str())
+                .or_default()
+                .insert(super::rooms::chat(room), *joined_at);
+        }
+        for user in chunk {
+            let rooms = member_of.remove(user.as_str()).unwrap_or_default();
+            for socket in by_user.get(user).into_iter().flatten() {
+                let current: HashSet<String> = socket
+                    .rooms()
+                    .into_iter()
+                    .map(|r| r.to_string())
+                    .filter(|r| r.starts_with("chat:"))
+                    .collect();
+                let stale: Vec<String> = current
+                    .iter()
+                    .filter(|r| !rooms.contains_key(*r))
+                    .cloned()
+                    .collect();
+                let since = socket.extensions.get::<ConnectedAt>();
+                let missing: Vec<String> = rooms
+                    .iter()
+                    .filter(|(room, at)| {
+                        !current.contains(*room) && since.is_some_and(|s| **at >= s.0)
+                    })
+                    .map(|(room, _)| room.clone())
+                    .collect();
+                left += stale.len();
+                joined += missing.len();
+                if !stale.is_empty() {
+                    socket.leave(stale);
+                }
+                if !missing.is_empty() {
+                    socket.join(missing);
+                }
+            }
+        }
+    }
+    tracing::info!(
+        sockets_of_users = users.len(),
+        left,
+        joined,
+        "sockets' chat rooms resynced after Redis came back"
+    );
+}
+
+/// Runs [`resync_local_rooms`] each time the adapter's subscriptions are restored, until
+/// shutdown.
+pub async fn resync_on_resubscribe<A: Adapter>(
+    io: socketioxide::SocketIo<A>,
+    core: std::sync::Arc<Core>,
+    resubscribed: std::sync::Arc<tokio::sync::Notify>,
+) {
+    tracing::info!(task = "room_resync", "started");
+    loop {
+        tokio::select! {
+            () = resubscribed.notified() => resync_local_rooms(&io, &core).await,
+            () = core.shutdown.cancelled() => break,
+        }
+    }
+    tracing::info!(task = "room_resync", "stopped");
+}

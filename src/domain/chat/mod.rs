@@ -238,6 +238,23 @@ pub async fn room_ids_of(db: &impl ConnectionTrait, user_id: &str) -> AppResult<
     Ok(ids)
 }
 
+/// Every membership of `user_ids`: (user, room, joined at), for re-checking sockets' rooms.
+pub async fn memberships_of(
+    db: &impl ConnectionTrait,
+    user_ids: &[String],
+) -> AppResult<Vec<(String, String, chrono::DateTime<chrono::Utc>)>> {
+    let rows = room_member::Entity::find()
+        .select_only()
+        .column(room_member::Column::UserId)
+        .column(room_member::Column::RoomId)
+        .column(room_member::Column::JoinedAt)
+        .filter(room_member::Column::UserId.is_in(user_ids.iter().map(String::as_str)))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows)
+}
+
 /// Which of `user_ids` are members of the room now (for moving sockets after an outage).
 pub async fn members_among(
     db: &impl ConnectionTrait,
