@@ -11,5 +11,6 @@ mod cluster;
 mod config;
 mod health;
 mod migrations;
+mod outage;
 mod presence;
 mod rest_auth;
