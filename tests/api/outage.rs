@@ -29,16 +29,20 @@ async fn wait_for(what: &str, within: Duration, mut done: impl AsyncFnMut() -> b
 }
 
 async fn redis_down_everywhere(nodes: &[TestApp]) {
-    wait_for("every node notices Redis is down", Duration::from_secs(10), async || {
-        nodes.iter().all(|n| !n.core.cluster_reachable())
-    })
+    wait_for(
+        "every node notices Redis is down",
+        Duration::from_secs(10),
+        async || nodes.iter().all(|n| !n.core.cluster_reachable()),
+    )
     .await;
 }
 
 async fn redis_back_everywhere(nodes: &[TestApp]) {
-    wait_for("every node reconnects to Redis", Duration::from_secs(15), async || {
-        nodes.iter().all(|n| n.core.cluster_reachable())
-    })
+    wait_for(
+        "every node reconnects to Redis",
+        Duration::from_secs(15),
+        async || nodes.iter().all(|n| n.core.cluster_reachable()),
+    )
     .await;
 }
 
@@ -118,17 +122,21 @@ async fn a_member_removed_while_redis_is_down_loses_access_on_every_node(backend
         .remove_member("alice", &room.id, "bob")
         .await
         .expect("removing bob during the outage");
-    wait_for("node b refuses bob during the outage", Duration::from_secs(5), async || {
-        !lets_in(b, &room.id, "bob").await
-    })
+    wait_for(
+        "node b refuses bob during the outage",
+        Duration::from_secs(5),
+        async || !lets_in(b, &room.id, "bob").await,
+    )
     .await;
 
     redis.resume();
     redis_back_everywhere(&nodes).await;
     for node in &nodes {
-        wait_for("every node refuses bob after the outage", Duration::from_secs(10), async || {
-            !lets_in(node, &room.id, "bob").await
-        })
+        wait_for(
+            "every node refuses bob after the outage",
+            Duration::from_secs(10),
+            async || !lets_in(node, &room.id, "bob").await,
+        )
         .await;
         let sent = node
             .core
@@ -220,9 +228,11 @@ async fn no_slot_survives_its_socket_after_a_redis_outage() {
     redis.stop();
     redis_down_everywhere(&nodes).await;
     first.close().await;
-    wait_for("the closed socket is gone from the node", Duration::from_secs(5), async || {
-        app.core.slots.count("carol") == 0
-    })
+    wait_for(
+        "the closed socket is gone from the node",
+        Duration::from_secs(5),
+        async || app.core.slots.count("carol") == 0,
+    )
     .await;
     let second = socket(app, "carol").await;
     let third = socket(app, "carol").await;
@@ -242,20 +252,29 @@ async fn no_slot_survives_its_socket_after_a_redis_outage() {
 
     second.close().await;
     third.close().await;
-    wait_for("no slot outlives its socket", Duration::from_secs(10), async || {
-        count().await == 0
-    })
+    wait_for(
+        "no slot outlives its socket",
+        Duration::from_secs(10),
+        async || count().await == 0,
+    )
     .await;
 }
 
 /// The events of `event` this socket has received so far, taken out of its inbox.
 async fn contents_received(socket: &mut PollingSocket) -> Vec<String> {
     // The ack comes after every packet the server queued for this socket before it.
-    let _ = socket.emit_with_ack("chat:leave", json!({ "roomId": "none" })).await;
+    let _ = socket
+        .emit_with_ack("chat:leave", json!({ "roomId": "none" }))
+        .await;
     let mut contents = Vec::new();
     while socket.has_received("chat:new_message") {
         let event = socket.next_event("chat:new_message").await;
-        contents.push(event["message"]["content"].as_str().unwrap_or_default().to_owned());
+        contents.push(
+            event["message"]["content"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
     }
     contents
 }
@@ -277,7 +296,10 @@ async fn a_removed_members_socket_on_another_node_leaves_the_room_after_redis_re
     redis_down_everywhere(&nodes).await;
     let removed = a
         .client
-        .delete(a.url(&format!("/api/v1/realtime/chat/rooms/{}/members/bob", room.id)))
+        .delete(a.url(&format!(
+            "/api/v1/realtime/chat/rooms/{}/members/bob",
+            room.id
+        )))
         .bearer_auth(a.token("alice"))
         .send()
         .await
@@ -353,19 +375,26 @@ async fn health_and_calls_fail_fast_while_postgres_is_down_then_recover() {
     assert_eq!(body["services"]["database"], "down", "{body}");
     assert!(took < FAST, "/health took {took:?} with the database down");
 
-    wait_for("the node knows the database is down", Duration::from_secs(5), async || {
-        app.core.db_status.is_down()
-    })
+    wait_for(
+        "the node knows the database is down",
+        Duration::from_secs(5),
+        async || app.core.db_status.is_down(),
+    )
     .await;
     let (status, body, took) = rooms_status(&app).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"]["code"], "INTERNAL", "{body}");
-    assert!(took < Duration::from_millis(500), "a refused call took {took:?}");
+    assert!(
+        took < Duration::from_millis(500),
+        "a refused call took {took:?}"
+    );
 
     pg.resume().await;
-    wait_for("the node recovers by itself", Duration::from_secs(20), async || {
-        app.get("/health").await.status() == StatusCode::OK
-    })
+    wait_for(
+        "the node recovers by itself",
+        Duration::from_secs(20),
+        async || app.get("/health").await.status() == StatusCode::OK,
+    )
     .await;
     let (status, body, _) = rooms_status(&app).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -374,5 +403,8 @@ async fn health_and_calls_fail_fast_while_postgres_is_down_then_recover() {
         .chat
         .history("alice", &room.id, HistoryQuery::AfterSeq(0), 50)
         .await;
-    assert!(format!("{history:?}").contains("acknowledged before"), "{history:?}");
+    assert!(
+        format!("{history:?}").contains("acknowledged before"),
+        "{history:?}"
+    );
 }

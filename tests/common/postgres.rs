@@ -304,9 +304,10 @@ impl OwnPostgres {
     }
 
     fn pg_ctl_start(&self) -> Result<(), String> {
+        // Commits are synchronous here: the test stops the server with `-m immediate` and
+        // checks that nothing acknowledged was lost.
         let options = format!(
-            "-p {} -k '{}' -c listen_addresses=127.0.0.1 -c fsync=off \
-             -c synchronous_commit=off -c full_page_writes=off",
+            "-p {} -k '{}' -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
             self.port,
             self.base.join("sockets").display()
         );

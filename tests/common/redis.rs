@@ -124,7 +124,10 @@ impl OwnRedis {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server did not listen on port {} within 10 s", self.port);
+        panic!(
+            "redis-server did not listen on port {} within 10 s",
+            self.port
+        );
     }
 }
 

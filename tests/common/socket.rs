@@ -126,8 +126,7 @@ impl PollingSocket {
                     .is_some_and(|rest| rest.starts_with(&head))
             })
             .await;
-        let args: Value =
-            serde_json::from_str(&packet[prefix.len()..]).expect("event packet JSON");
+        let args: Value = serde_json::from_str(&packet[prefix.len()..]).expect("event packet JSON");
         args[1].clone()
     }
 
