@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
+use sea_orm::EntityTrait;
 use serde_json::{Value, json};
 use switchboard::auth::AuthUser;
 use switchboard::domain::chat::{HistoryQuery, NewMessage, NewRoom, Room, RoomType};
@@ -407,4 +408,49 @@ async fn health_and_calls_fail_fast_while_postgres_is_down_then_recover() {
         format!("{history:?}").contains("acknowledged before"),
         "{history:?}"
     );
+}
+
+/// An invalidation that never arrives (lost in an outage, or a write made behind the node's
+/// back) stops mattering after `MEMBERSHIP_CACHE_TTL_MS`: the entry is read again.
+#[tokio::test]
+async fn cached_membership_expires_after_its_ttl() {
+    let app =
+        crate::common::spawn_app_with(Backend::Sqlite, &["--membership-cache-ttl-ms", "200"]).await;
+    let room = group(&app, "alice", &["bob"]).await;
+    assert!(lets_in(&app, &room.id, "bob").await, "bob is cached in");
+    // Removed without any invalidation, as if it had been lost.
+    entity::room_member::Entity::delete_by_id((room.id.clone(), "bob".to_owned()))
+        .exec(&app.core.db)
+        .await
+        .expect("deleting the membership row");
+    assert!(lets_in(&app, &room.id, "bob").await, "still cached");
+    wait_for(
+        "the cached entry expires",
+        Duration::from_secs(5),
+        async || !lets_in(&app, &room.id, "bob").await,
+    )
+    .await;
+}
+
+/// A handshake abandoned after its slot was reserved (the client dropped while the middleware
+/// awaited Redis, so the future was cancelled) gives the slot back: its guard releases on drop.
+#[tokio::test]
+async fn a_slot_whose_handshake_is_abandoned_is_given_back() {
+    let nodes = crate::common::spawn_cluster(Backend::Sqlite, 1, &[]).await;
+    let core = nodes[0].core.clone();
+    let guard = switchboard::realtime::slots::SlotGuard::new(core.clone(), "dave", "abandoned");
+    let store = &core.presence.store;
+    assert!(
+        store
+            .reserve_connection("dave", "abandoned", 10)
+            .await
+            .unwrap()
+    );
+    drop(guard);
+    wait_for(
+        "the abandoned slot is released",
+        Duration::from_secs(5),
+        async || store.connection_count("dave").await.unwrap_or(u32::MAX) == 0,
+    )
+    .await;
 }
