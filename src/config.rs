@@ -134,6 +134,26 @@ pub struct Config {
     /// Shortest interval a client may ask for in counts mode (shorter requests are raised).
     #[arg(long, env = "FEED_COUNTS_MIN_INTERVAL_MS", default_value_t = 5_000)]
     pub feed_counts_min_interval_ms: u64,
+    /// How long a node trusts its cached room membership before reading it again. Invalidations
+    /// travel over Redis pub/sub and can be lost in an outage: this bounds how long a member
+    /// removed on another node can keep acting on this one.
+    #[arg(long, env = "MEMBERSHIP_CACHE_TTL_MS", default_value_t = 30_000)]
+    pub membership_cache_ttl_ms: u64,
+    /// How often this node's connection slots in Redis are checked against its live sockets, so
+    /// a slot whose release failed (Redis down) or never ran is freed.
+    #[arg(long, env = "SLOT_RECONCILE_INTERVAL_MS", default_value_t = 30_000)]
+    pub slot_reconcile_interval_ms: u64,
+    /// How long a request waits for a database connection before failing, instead of piling up
+    /// behind a database that does not answer.
+    #[arg(long, env = "DB_ACQUIRE_TIMEOUT_MS", default_value_t = 3_000)]
+    pub db_acquire_timeout_ms: u64,
+    /// How often the database is probed: while the last probe failed, calls that need the
+    /// database are refused at once instead of each waiting out the pool's timeout.
+    #[arg(long, env = "DB_PROBE_INTERVAL_MS", default_value_t = 1_000)]
+    pub db_probe_interval_ms: u64,
+    /// Longest wait of one database probe, and of `/health` for the database.
+    #[arg(long, env = "DB_HEALTH_TIMEOUT_MS", default_value_t = 1_000)]
+    pub db_health_timeout_ms: u64,
     /// How often expired notifications are purged.
     #[arg(
         long,
@@ -250,6 +270,26 @@ impl Config {
 
     pub fn ping_timeout(&self) -> Duration {
         Duration::from_millis(self.ping_timeout_ms)
+    }
+
+    pub fn membership_cache_ttl(&self) -> Duration {
+        Duration::from_millis(self.membership_cache_ttl_ms)
+    }
+
+    pub fn slot_reconcile_interval(&self) -> Duration {
+        Duration::from_millis(self.slot_reconcile_interval_ms.max(10))
+    }
+
+    pub fn db_acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_acquire_timeout_ms.max(1))
+    }
+
+    pub fn db_probe_interval(&self) -> Duration {
+        Duration::from_millis(self.db_probe_interval_ms.max(10))
+    }
+
+    pub fn db_health_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_health_timeout_ms.max(1))
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

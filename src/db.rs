@@ -12,9 +12,21 @@ use sea_orm::{
 /// node at a time run migrations.
 const MIGRATION_LOCK: i64 = 0x5357_4954_4348; // "SWITCH"
 
+/// How long a caller waits for a pooled connection unless configured (`DB_ACQUIRE_TIMEOUT_MS`).
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Opens the pool for `url` and brings the schema up to date.
 pub async fn connect_and_migrate(url: &str) -> anyhow::Result<DatabaseConnection> {
-    let db = connect(url).await?;
+    connect_and_migrate_with(url, DEFAULT_ACQUIRE_TIMEOUT).await
+}
+
+/// [`connect_and_migrate`] with the pool's acquire timeout: short, so a database that stops
+/// answering turns requests into prompt errors instead of a pile of waiting ones.
+pub async fn connect_and_migrate_with(
+    url: &str,
+    acquire_timeout: Duration,
+) -> anyhow::Result<DatabaseConnection> {
+    let db = connect_with(url, acquire_timeout).await?;
     migrate(url, &db).await?;
     Ok(db)
 }
@@ -71,6 +83,14 @@ async fn migrate_sqlite(db: &DatabaseConnection) -> anyhow::Result<()> {
 /// failing with "database is locked", and its file is created on first start whatever form the
 /// URL takes (see [`crate::sqlite_url`]).
 pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
+    connect_with(url, DEFAULT_ACQUIRE_TIMEOUT).await
+}
+
+/// [`connect`] with the pool's acquire timeout.
+pub async fn connect_with(
+    url: &str,
+    acquire_timeout: Duration,
+) -> anyhow::Result<DatabaseConnection> {
     let sqlite = url.starts_with("sqlite:");
     let sqlite_target = if sqlite {
         let target = crate::sqlite_url::parse(url)?;
@@ -84,7 +104,7 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
         .max_connections(if sqlite { 8 } else { 32 })
         .min_connections(1)
         .connect_timeout(Duration::from_secs(10))
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(acquire_timeout)
         .sqlx_logging(false);
     if let Some(target) = &sqlite_target {
         let create = target.create;

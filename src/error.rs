@@ -102,6 +102,11 @@ pub enum AppError {
     /// 405: the route exists but not with this method; the response keeps axum's `Allow`.
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// A dependency is known to be down (the database): refused at once instead of waiting.
+    /// Code `INTERNAL` (the contract's code for server-side failures); HTTP 503 with
+    /// `Retry-After`, since the same call will work once the dependency is back.
+    #[error("{0}")]
+    Unavailable(String),
     /// 500: a bug or a dependency failure; the cause is logged, the client sees a generic text.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -138,7 +143,7 @@ impl AppError {
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Self::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
-            Self::Internal(_) => ErrorCode::Internal,
+            Self::Internal(_) | Self::Unavailable(_) => ErrorCode::Internal,
         }
     }
 
@@ -174,8 +179,16 @@ impl AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let code = self.code();
-        let mut response =
-            (code.status(), axum::Json(json!({ "error": self.body() }))).into_response();
+        let status = match self {
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => code.status(),
+        };
+        let mut response = (status, axum::Json(json!({ "error": self.body() }))).into_response();
+        if let Self::Unavailable(_) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if let Self::RateLimited { retry_after_ms } = self {
             let seconds = retry_after_ms.div_ceil(1000).max(1);
             if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {

@@ -10,6 +10,8 @@ pub mod cluster;
 pub mod config;
 /// Database connection and migrations.
 pub mod db;
+/// Whether the database is known to be down.
+pub mod db_status;
 /// The product's rules, transport-free.
 pub mod domain;
 /// The one error type and its wire shapes.

@@ -53,7 +53,9 @@ impl Application {
         if config.environment == Environment::Development && config.cors_origins.is_empty() {
             tracing::info!("CORS_ORIGINS is not set: allowing any origin (development)");
         }
-        let db = crate::db::connect_and_migrate(&config.database_url).await?;
+        let db =
+            crate::db::connect_and_migrate_with(&config.database_url, config.db_acquire_timeout())
+                .await?;
         let jwt = JwtKeys::from_config(&config)?;
         let metrics = Metrics::install()?;
         let addr = SocketAddr::new(config.host, config.port);
@@ -66,6 +68,7 @@ impl Application {
             None => None,
         };
         let node_id = uuid::Uuid::now_v7().to_string();
+        let shutdown = CancellationToken::new();
         let (presence_store, rate_limiter, bus): (
             Arc<dyn PresenceStore>,
             Arc<dyn RateLimiter>,
@@ -92,7 +95,12 @@ impl Application {
                         prefix,
                         config.rate_limit_per_minute,
                     )),
-                    Arc::new(RedisCacheBus::new(r.client.clone(), prefix)),
+                    Arc::new(RedisCacheBus::new(
+                        r.client.clone(),
+                        r.invalidations.clone(),
+                        prefix,
+                        shutdown.clone(),
+                    )),
                 )
             }
         };
@@ -102,7 +110,13 @@ impl Application {
         };
         let (presence_tx, presence_rx) = tokio::sync::mpsc::unbounded_channel();
         let core = Arc::new(Core {
-            chat: ChatService::new(db.clone(), limits, rate_limiter, bus.clone()),
+            chat: ChatService::new(
+                db.clone(),
+                limits,
+                rate_limiter,
+                bus.clone(),
+                config.membership_cache_ttl(),
+            ),
             preferences: PreferenceService::new(db.clone()),
             bus,
             notifications: NotificationService::new(db.clone()),
@@ -111,11 +125,14 @@ impl Application {
             presence: PresenceService::new(presence_store, db.clone()),
             presence_events: presence_tx,
             room_counts: Default::default(),
+            slots: Default::default(),
+            room_moves: Default::default(),
             db,
+            db_status: Default::default(),
             jwt,
             metrics,
             redis: redis.as_ref().map(|r| r.client.clone()),
-            shutdown: CancellationToken::new(),
+            shutdown,
             config,
         });
 
@@ -147,6 +164,11 @@ impl Application {
                 // The driver error's Display is often empty; its Debug says what went wrong.
                 .map_err(|e| anyhow::anyhow!("initialising the Redis adapter: {e:?}"))?;
                 crate::tasks::spawn_all(io.clone(), core.clone(), presence_rx);
+                tokio::spawn(realtime::membership::resync_on_resubscribe(
+                    io.clone(),
+                    core.clone(),
+                    redis.resubscribed,
+                ));
                 (app_router(&core, io.clone(), layer)?, closer(io))
             }
         };

@@ -22,6 +22,8 @@ use crate::metrics::Metrics;
 pub struct Core {
     pub config: Config,
     pub db: DatabaseConnection,
+    /// Whether the database answered its last probe; calls fail fast while it did not.
+    pub db_status: crate::db_status::DbStatus,
     pub jwt: JwtKeys,
     pub presence: PresenceService,
     /// Presence changes waiting to be announced by the presence task.
@@ -33,6 +35,11 @@ pub struct Core {
     pub notifications: NotificationService,
     /// Stored feed activities: the REST feed, trending and statistics.
     pub feed: FeedService,
+    /// The connection slots this node's sockets hold, for the per-node limit during a Redis
+    /// outage and the periodic slot reconciliation.
+    pub slots: crate::realtime::slots::SlotRegistry,
+    /// Cross-node socket moves into and out of chat rooms waiting for Redis to answer again.
+    pub room_moves: crate::realtime::membership::PendingMoves,
     /// Typing state of users whose sockets are on this node.
     pub typing: TypingTracker,
     pub metrics: Metrics,

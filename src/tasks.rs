@@ -29,10 +29,64 @@ pub fn spawn_all<A: Adapter>(
         io.clone(),
         core.clone(),
     ));
+    tokio::spawn(crate::realtime::membership::retry_moves(
+        io.clone(),
+        core.clone(),
+    ));
     tokio::spawn(presence_reaper(io.clone(), core.clone()));
     tokio::spawn(typing_sweeper(io, core.clone()));
     tokio::spawn(idle_sweeper(core.clone()));
+    tokio::spawn(database_prober(core.clone()));
+    if core.redis.is_some() {
+        tokio::spawn(slot_reconciler(core.clone()));
+    }
     tokio::spawn(notification_purger(core));
+}
+
+/// Probes the database every `DB_PROBE_INTERVAL_MS` (each probe bounded by
+/// `DB_HEALTH_TIMEOUT_MS`), so calls fail fast while it is down and resume once it is back.
+async fn database_prober(core: Arc<Core>) {
+    let period = core.config.db_probe_interval();
+    let timeout = core.config.db_health_timeout();
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tracing::info!(task = "database_prober", ?period, "started");
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = core.shutdown.cancelled() => break,
+        }
+        let up = crate::db_status::probe(&core.db, timeout).await;
+        core.db_status.record(up);
+    }
+    tracing::info!(task = "database_prober", "stopped");
+}
+
+/// Reconciles this node's connection slots in Redis with its live sockets every
+/// `SLOT_RECONCILE_INTERVAL_MS`, and at once whenever Redis comes back.
+async fn slot_reconciler(core: Arc<Core>) {
+    use fred::interfaces::EventInterface;
+    let period = core.config.slot_reconcile_interval();
+    let mut reconnects = match &core.redis {
+        Some(client) => client.reconnect_rx(),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tracing::info!(task = "slot_reconciler", ?period, "started");
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            r = reconnects.recv() => {
+                if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                    break;
+                }
+            }
+            () = core.shutdown.cancelled() => break,
+        }
+        crate::realtime::slots::reconcile(&core).await;
+    }
+    tracing::info!(task = "slot_reconciler", "stopped");
 }
 
 /// How often idle users are looked for: a fifth of the timeout, between 20 ms and 1 s, so

@@ -9,6 +9,7 @@ use socketioxide::extract::{SocketRef, State, TryData};
 
 use super::{AuthUser, bearer_token};
 use crate::error::ErrorCode;
+use crate::realtime::slots::SlotGuard;
 use crate::state::Core;
 
 /// A refused handshake. Its `Display` is what the client reads as `err.message`.
@@ -80,23 +81,34 @@ pub async fn authenticate_socket<A: Adapter>(
         ConnectRefused(ErrorCode::Unauthorized)
     })?;
     let limit = core.config.max_connections_per_user;
+    let sid = socket.id.to_string();
+    // Armed before the reservation: a handshake cancelled while it waits still gives it back.
+    let slot = SlotGuard::new(core.clone(), &user.id, &sid);
     match core
         .presence
         .store
-        .reserve_connection(&user.id, &socket.id.to_string(), limit)
+        .reserve_connection(&user.id, &sid, limit)
         .await
     {
         Ok(true) => {}
         Ok(false) => {
+            slot.disarm();
             core.metrics.connect_refused(ErrorCode::TooManyConnections);
             return Err(ConnectRefused(ErrorCode::TooManyConnections));
         }
         Err(e) => {
-            // Redis unreachable: keep accepting users (unlimited for now) rather than lock
-            // everyone out of a node that can still serve them.
-            tracing::warn!(error = ?e, "reserving a connection slot failed; allowing the socket");
+            // Redis unreachable: the limit holds per node until the slot reconciliation
+            // registers the socket cluster-wide, rather than locking everyone out.
+            if core.slots.count(&user.id) >= limit as usize {
+                slot.disarm();
+                core.metrics.connect_refused(ErrorCode::TooManyConnections);
+                return Err(ConnectRefused(ErrorCode::TooManyConnections));
+            }
+            tracing::warn!(error = ?e, "reserving a connection slot failed; counting it on this node");
         }
     }
+    slot.accept();
+    socket.extensions.insert(Arc::new(slot));
     socket.extensions.insert::<AuthUser>(user);
     Ok(())
 }

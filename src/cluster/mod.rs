@@ -5,6 +5,7 @@ pub mod invalidation;
 pub mod presence;
 pub mod rate_limit;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,6 +13,7 @@ use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use fred::types::RespVersion;
 use socketioxide_redis::{FredAdapter, RedisAdapterConfig, RedisAdapterCtr};
+use tokio::sync::Notify;
 
 /// The adapter type used when `REDIS_URL` is set.
 pub type ClusterAdapter = FredAdapter<socketioxide::adapter::Emitter>;
@@ -24,6 +26,9 @@ pub struct RedisConnections {
     pub adapter: RedisAdapterCtr<socketioxide_redis::drivers::fred::FredDriver>,
     /// Subscribed to the cache invalidation channel.
     pub invalidations: SubscriberClient,
+    /// Notified each time the adapter's subscriptions were restored after a reconnect: moves
+    /// published by other nodes meanwhile were missed.
+    pub resubscribed: Arc<Notify>,
 }
 
 fn config(url: &str) -> anyhow::Result<Config> {
@@ -66,7 +71,7 @@ pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<RedisConnections
         .init()
         .await
         .context("connecting the Redis subscriber")?;
-    invalidations.manage_subscriptions();
+    // Re-subscribed by `invalidation::listen` after every reconnect, which then flushes caches.
     invalidations
         .subscribe(invalidation::channel(prefix))
         .await
@@ -75,7 +80,8 @@ pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<RedisConnections
     let subscriber = builder(url)?
         .build_subscriber_client()
         .context("building the Redis subscriber")?;
-    keep_subscriptions(&subscriber);
+    let resubscribed = Arc::new(Notify::new());
+    keep_subscriptions(&subscriber, resubscribed.clone());
     let adapter_config = RedisAdapterConfig::new().with_prefix(format!("{prefix}-socket.io"));
     let adapter = RedisAdapterCtr::new_with_fred_config(subscriber, adapter_config)
         .await
@@ -84,6 +90,7 @@ pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<RedisConnections
         client,
         adapter,
         invalidations,
+        resubscribed,
     })
 }
 
@@ -91,7 +98,7 @@ pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<RedisConnections
 /// them). fred's own `manage_subscriptions` sends `SUBSCRIBE` even with no channels, which Redis
 /// answers with an error that aborts the rest of the resubscription (and, on the first connect,
 /// can be taken as the answer to another command); this one skips empty sets.
-fn keep_subscriptions(client: &SubscriberClient) {
+fn keep_subscriptions(client: &SubscriberClient, restored: Arc<Notify>) {
     let client = client.clone();
     let mut reconnects = client.reconnect_rx();
     tokio::spawn(async move {
@@ -122,11 +129,25 @@ fn keep_subscriptions(client: &SubscriberClient) {
                 result = result.and(client.ssubscribe(shard).await);
             }
             match result {
-                Ok(()) => tracing::info!("Redis reconnected; subscriptions restored"),
+                Ok(()) => {
+                    tracing::info!("Redis reconnected; subscriptions restored");
+                    restored.notify_one();
+                }
                 Err(e) => tracing::error!(error = %e, "restoring Redis subscriptions failed"),
             }
         }
     });
+}
+
+/// Fails at once while `client` is known to be disconnected. fred queues commands sent while
+/// it reconnects until the command timeout, and hot paths (every message's rate limit, every
+/// connect's slot) must not wait on a Redis that is known to be down.
+pub fn ensure_connected(client: &Client) -> anyhow::Result<()> {
+    if client.is_connected() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("Redis is unreachable"))
+    }
 }
 
 /// Whether Redis answers right now (bounded, so `/health` never hangs on a dead Redis).

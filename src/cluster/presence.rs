@@ -11,7 +11,7 @@
 //!
 //! The scripts address keys they are given, so a standalone Redis (or one shard) is required.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ use fred::types::scripts::Script;
 use serde_json::Value as Json;
 
 use crate::domain::bounded::{DueQueue, Generations};
-use crate::domain::presence::{Live, PresenceStore, Status};
+use crate::domain::presence::{Live, LiveSockets, PresenceStore, Reconciled, Status};
 
 const RESERVE: &str = r#"
 local n = redis.call('HLEN', KEYS[1])
@@ -305,6 +305,7 @@ impl RedisPresence {
 #[async_trait]
 impl PresenceStore for RedisPresence {
     async fn reserve_connection(&self, user: &str, sid: &str, limit: u32) -> anyhow::Result<bool> {
+        super::ensure_connected(&self.client)?;
         let keys = vec![self.conns(user), self.node_users(&self.node_id)];
         let args = vec![
             sid.to_owned(),
@@ -325,6 +326,7 @@ impl PresenceStore for RedisPresence {
         sid: &str,
         offline_at: DateTime<Utc>,
     ) -> anyhow::Result<u32> {
+        super::ensure_connected(&self.client)?;
         let keys = vec![
             self.conns(user),
             self.node_users(&self.node_id),
@@ -345,11 +347,13 @@ impl PresenceStore for RedisPresence {
     }
 
     async fn connection_count(&self, user: &str) -> anyhow::Result<u32> {
+        super::ensure_connected(&self.client)?;
         let n: i64 = self.client.hlen(self.conns(user)).await?;
         Ok(n.max(0) as u32)
     }
 
     async fn came_online(&self, user: &str, now: DateTime<Utc>) -> anyhow::Result<Option<Status>> {
+        super::ensure_connected(&self.client)?;
         let keys = vec![self.state(user), self.offline()];
         let args = vec![user.to_owned(), ms(now).to_string()];
         let status: Option<String> = self
@@ -361,6 +365,7 @@ impl PresenceStore for RedisPresence {
     }
 
     async fn take_due_offline(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<String>> {
+        super::ensure_connected(&self.client)?;
         let due: Vec<String> = self
             .client
             .zrangebyscore(self.offline(), "-inf", ms(now), false, Some((0, 500)))
@@ -380,6 +385,10 @@ impl PresenceStore for RedisPresence {
     }
 
     async fn touch(&self, user: &str, now: DateTime<Utc>) -> anyhow::Result<Option<Status>> {
+        if !self.client.is_connected() {
+            // Activity is best effort: an outage must not slow every event down or flood logs.
+            return Ok(None);
+        }
         if !self.touch_due(user, Instant::now()) {
             return Ok(None);
         }
@@ -396,6 +405,7 @@ impl PresenceStore for RedisPresence {
     }
 
     async fn sweep_idle(&self, cutoff: DateTime<Utc>) -> anyhow::Result<Vec<String>> {
+        super::ensure_connected(&self.client)?;
         // Each node sweeps the users active on it (a user on two nodes may be swept by both;
         // the script makes only one of the sweeps count), and only those whose activity seen
         // here is older than the cutoff: the cost of a tick follows who may be due.
@@ -443,6 +453,7 @@ impl PresenceStore for RedisPresence {
         status: Status,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Option<Status>> {
+        super::ensure_connected(&self.client)?;
         let args = vec![status_name(status).to_owned(), ms(now).to_string()];
         let changed: Option<String> = self
             .set_status
@@ -459,6 +470,7 @@ impl PresenceStore for RedisPresence {
         metadata: Json,
         now: DateTime<Utc>,
     ) -> anyhow::Result<()> {
+        super::ensure_connected(&self.client)?;
         let args = vec![
             activity.to_owned(),
             metadata.to_string(),
@@ -475,6 +487,7 @@ impl PresenceStore for RedisPresence {
         if users.is_empty() {
             return Ok(Vec::new());
         }
+        super::ensure_connected(&self.client)?;
         let pipeline = self.client.pipeline();
         for user in users {
             let _: () = pipeline.hgetall(self.state(user)).await?;
@@ -516,6 +529,7 @@ impl PresenceStore for RedisPresence {
         now: DateTime<Utc>,
         offline_at: DateTime<Utc>,
     ) -> anyhow::Result<bool> {
+        super::ensure_connected(&self.client)?;
         let expiry = ms(now) + self.node_ttl.as_millis() as i64;
         // ZADD answers 1 when the member was new: we had been reaped as dead meanwhile.
         let added: i64 = self
@@ -545,7 +559,56 @@ impl PresenceStore for RedisPresence {
         Ok(added == 1 && was_registered)
     }
 
+    async fn reconcile_slots(
+        &self,
+        live: LiveSockets<'_>,
+        offline_at: DateTime<Utc>,
+    ) -> anyhow::Result<Reconciled> {
+        super::ensure_connected(&self.client)?;
+        let users: Vec<String> = self.client.smembers(self.node_users(&self.node_id)).await?;
+        let mut held: HashMap<String, HashSet<String>> = HashMap::new();
+        if !users.is_empty() {
+            let pipeline = self.client.pipeline();
+            for user in &users {
+                let _: () = pipeline.hgetall(self.conns(user)).await?;
+            }
+            let conns: Vec<HashMap<String, String>> = pipeline.all().await?;
+            for (user, conns) in users.into_iter().zip(conns) {
+                let here = conns
+                    .into_iter()
+                    .filter(|(_, node)| *node == self.node_id)
+                    .map(|(sid, _)| sid)
+                    .collect();
+                held.insert(user, here);
+            }
+        }
+        let live = live();
+        let mut outcome = Reconciled::default();
+        for (user, sids) in &held {
+            for sid in sids {
+                if !live.get(user).is_some_and(|l| l.contains(sid)) {
+                    self.release_connection(user, sid, offline_at).await?;
+                    outcome.released += 1;
+                }
+            }
+        }
+        for (user, sids) in &live {
+            let mut registered = false;
+            for sid in sids {
+                if !held.get(user).is_some_and(|h| h.contains(sid)) {
+                    self.reserve_connection(user, sid, u32::MAX).await?;
+                    registered = true;
+                }
+            }
+            if registered {
+                outcome.registered.push(user.clone());
+            }
+        }
+        Ok(outcome)
+    }
+
     async fn leave(&self, offline_at: DateTime<Utc>) -> anyhow::Result<()> {
+        super::ensure_connected(&self.client)?;
         let _: i64 = self
             .client
             .zrem(self.nodes(), self.node_id.as_str())

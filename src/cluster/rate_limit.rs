@@ -1,12 +1,13 @@
 //! The per-user message rate limit in Redis: the same sliding 60 s log as on one node, kept in
 //! a sorted set per user and checked and recorded in one script, with Redis's clock, so every
-//! node counts against one window.
+//! node counts against one window. While Redis is unreachable each node counts on its own
+//! (the in-memory limiter), so the limit holds per node instead of waiting or vanishing.
 
 use async_trait::async_trait;
 use fred::prelude::*;
 use fred::types::scripts::Script;
 
-use crate::domain::rate_limit::{RateLimiter, WINDOW};
+use crate::domain::rate_limit::{MemoryRateLimiter, RateLimiter, WINDOW};
 use crate::error::{AppError, AppResult};
 
 const CHECK: &str = r#"
@@ -31,6 +32,8 @@ pub struct RedisRateLimiter {
     prefix: String,
     limit: u32,
     script: Script,
+    /// Counts while Redis is down.
+    local: MemoryRateLimiter,
 }
 
 impl RedisRateLimiter {
@@ -40,6 +43,7 @@ impl RedisRateLimiter {
             prefix: prefix.to_owned(),
             limit: limit_per_minute,
             script: Script::from_lua(CHECK),
+            local: MemoryRateLimiter::new(limit_per_minute),
         }
     }
 }
@@ -47,6 +51,9 @@ impl RedisRateLimiter {
 #[async_trait]
 impl RateLimiter for RedisRateLimiter {
     async fn check(&self, user_id: &str) -> AppResult<()> {
+        if !self.client.is_connected() {
+            return self.local.check(user_id).await;
+        }
         let key = format!("{}:rate:{user_id}", self.prefix);
         // A unique member per send, so two sends in the same millisecond both count.
         let member = uuid::Uuid::now_v7().to_string();
@@ -65,10 +72,9 @@ impl RateLimiter for RedisRateLimiter {
                 retry_after_ms: wait.max(1) as u64,
             }),
             Err(e) => {
-                // Fail open: while Redis is unreachable chat keeps working unthrottled rather
-                // than not at all.
-                tracing::warn!(error = %e, "rate limit check failed; allowing the send");
-                Ok(())
+                // Redis failed mid-call: count on this node rather than refuse or wait.
+                tracing::warn!(error = %e, "rate limit check failed; counting on this node");
+                self.local.check(user_id).await
             }
         }
     }

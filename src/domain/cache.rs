@@ -1,6 +1,6 @@
 //! Keeping per-node caches honest. Services cache what hot paths read (room membership) and
 //! drop an entry when it changes; in a cluster the other nodes must drop theirs
-//! too, so every change is also published on a [`CacheBus`]. Node-local typing state is ended
+//! too, so every change is also published on a [`CacheBus`], and entries expire after a TTL. Node-local typing state is ended
 //! the same way when a user's last socket, on whichever node, goes away.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +12,8 @@ pub enum Invalidation {
     Room(String),
     /// The user's last socket anywhere went away: typing state held for them ends.
     Typing(String),
+    /// Some invalidations could not be published: every node drops every cached entry.
+    All,
 }
 
 impl Invalidation {
@@ -20,10 +22,14 @@ impl Invalidation {
         match self {
             Self::Room(id) => format!("room:{id}"),
             Self::Typing(user) => format!("typing:{user}"),
+            Self::All => "all".to_owned(),
         }
     }
 
     pub fn decode(s: &str) -> Option<Self> {
+        if s == "all" {
+            return Some(Self::All);
+        }
         if let Some(id) = s.strip_prefix("room:") {
             return Some(Self::Room(id.to_owned()));
         }
@@ -32,10 +38,17 @@ impl Invalidation {
     }
 }
 
-/// Tells the other nodes that a cached entry changed. Fire and forget: a lost message only
-/// leaves another node's entry stale until its next change, and Redis pub/sub is the medium.
+/// Tells the other nodes that a cached entry changed. Publishing does not wait; a message that
+/// could not be published is made up for by an [`Invalidation::All`] once Redis answers again,
+/// and cache entries expire after a TTL in any case.
 pub trait CacheBus: Send + Sync + 'static {
     fn publish(&self, what: Invalidation);
+
+    /// Whether invalidations from other nodes are reaching this one right now; while they are
+    /// not, caches must not be trusted.
+    fn connected(&self) -> bool {
+        true
+    }
 }
 
 /// One node: nothing to tell.
@@ -69,6 +82,7 @@ mod tests {
         for i in [
             Invalidation::Room("r:1".into()),
             Invalidation::Typing("u:2".into()),
+            Invalidation::All,
         ] {
             assert_eq!(Invalidation::decode(&i.encode()), Some(i));
         }

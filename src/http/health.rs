@@ -17,19 +17,28 @@ pub fn router<A: Adapter>() -> Router<AppState<A>> {
         .route("/metrics", get(metrics::<A>))
 }
 
-/// 200 when every dependency answers, 503 otherwise; always lists each one.
+/// 200 when every dependency answers, 503 otherwise; always lists each one. Each check is
+/// bounded by `DB_HEALTH_TIMEOUT_MS`, so a probe gets its answer in about a second even when a
+/// dependency hangs; a Redis known to be disconnected is reported down without asking it.
 async fn health<A: Adapter>(State(state): State<AppState<A>>) -> impl IntoResponse {
-    let database_ok = crate::db::ping(&state.core.db).await;
-    let redis = match &state.core.redis {
-        None => "disabled",
-        Some(client) => {
-            if crate::cluster::ping(client).await {
-                "ok"
-            } else {
-                "down"
+    let core = &state.core;
+    let timeout = core.config.db_health_timeout();
+    let database = crate::db_status::probe(&core.db, timeout);
+    let redis = async {
+        match &core.redis {
+            None => "disabled",
+            Some(client) => {
+                use fred::interfaces::ClientLike;
+                let answered = client.is_connected()
+                    && tokio::time::timeout(timeout, crate::cluster::ping(client))
+                        .await
+                        .unwrap_or(false);
+                if answered { "ok" } else { "down" }
             }
         }
     };
+    let (database_ok, redis) = tokio::join!(database, redis);
+    core.db_status.record(database_ok);
     let healthy = database_ok && redis != "down";
     let connections = state
         .io

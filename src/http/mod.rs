@@ -44,11 +44,21 @@ pub fn router<A: Adapter>(state: AppState<A>) -> Router {
         .merge(room_state::router())
         // Every user GET is conditional (rooms, history, notifications, preferences, presence,
         // receipts, feed): see `etag`.
-        .layer(middleware::from_fn(etag::conditional_get));
+        .layer(middleware::from_fn(etag::conditional_get))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_database::<A>,
+        ));
     Router::new()
         .merge(health::router())
         .nest("/api/v1/realtime", api)
-        .nest("/api/v1/internal", internal::router())
+        .nest(
+            "/api/v1/internal",
+            internal::router().layer(middleware::from_fn_with_state(
+                state.clone(),
+                require_database::<A>,
+            )),
+        )
         .fallback(not_found)
         // Outermost first: trace everything, count every answer (405 and 413 included), give
         // 405s the error shape, refuse oversized bodies, then the extractor's own limit (known
@@ -69,6 +79,19 @@ pub fn router<A: Adapter>(state: AppState<A>) -> Router {
                 .layer(axum::Extension(BodyLimit(limit))),
         )
         .with_state(state)
+}
+
+/// Every API call needs the database: while it is known to be down, answer 503 at once
+/// instead of letting each request wait out the pool's acquire timeout.
+async fn require_database<A: Adapter>(
+    State(state): State<AppState<A>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match state.core.db_status.check() {
+        Ok(()) => next.run(request).await,
+        Err(e) => axum::response::IntoResponse::into_response(e),
+    }
 }
 
 /// CORS per `CORS_ORIGINS`: listed origins with credentials, or any origin without.

@@ -10,6 +10,7 @@ use socketioxide::socket::DisconnectReason;
 
 use super::ack::respond;
 use super::rooms;
+use super::slots::SlotGuard;
 use crate::auth::AuthUser;
 use crate::domain::{chat, notifications, users};
 use crate::error::{AppError, AppResult};
@@ -28,6 +29,9 @@ pub async fn on_connect<A: Adapter>(
     socket
         .extensions
         .insert(Arc::new(super::order::Sequencer::default()));
+    socket
+        .extensions
+        .insert(super::membership::ConnectedAt(chrono::Utc::now()));
     socket.on_disconnect(on_disconnect::<A>);
     register_handlers(&socket);
 
@@ -54,6 +58,7 @@ async fn session_ready<A: Adapter>(
     user: &AuthUser,
     core: &Core,
 ) -> AppResult<Value> {
+    core.db_status.check()?;
     let claim = user.name_from_token.then_some(user.name.as_str());
     let name = users::sign_in(&core.db, &user.id, claim).await?;
     if name != user.name {
@@ -110,13 +115,18 @@ async fn on_disconnect<A: Adapter>(
     tracing::debug!(sid = %socket.id, user = %user.id, %reason, "socket disconnected");
     super::feed_counts::socket_gone(&socket);
     let offline_at = chrono::Utc::now() + grace(&core);
-    let left = core
-        .presence
-        .store
-        .release_connection(&user.id, &socket.id.to_string(), offline_at)
-        .await;
+    let left = match socket.extensions.remove::<Arc<SlotGuard>>() {
+        Some(slot) => slot.release(offline_at).await,
+        None => {
+            core.presence
+                .store
+                .release_connection(&user.id, &socket.id.to_string(), offline_at)
+                .await
+        }
+    };
     let left = left.unwrap_or_else(|e| {
-        tracing::warn!(user = %user.id, error = ?e, "releasing connection slot failed");
+        // The socket is no longer listed as live: the slot reconciliation frees it.
+        tracing::warn!(user = %user.id, error = ?e, "releasing connection slot failed; left to reconciliation");
         0
     });
     if left == 0 {

@@ -82,6 +82,11 @@ impl<A: Adapter> EventCtx<A> {
     {
         self.turn.wait().await;
         let core = &self.core;
+        if let Err(e) = core.db_status.check() {
+            // Known down: answer at once rather than after the pool's acquire timeout.
+            respond(event, core, ack, async { Err(e) }).await;
+            return;
+        }
         let user = &self.user.id;
         match core.presence.store.touch(user, chrono::Utc::now()).await {
             Ok(Some(status)) => super::presence::queue_status(core, user, status),

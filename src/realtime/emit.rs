@@ -253,37 +253,57 @@ impl<'a, A: Adapter> Emitter<'a, A> {
         }
     }
 
-    /// Joins every socket of `user_ids`, on any node, to the room's Socket.IO room.
+    /// Joins every socket of `user_ids`, on any node, to the room's Socket.IO room. When the
+    /// other nodes cannot be reached, this node's sockets join now and the rest is retried.
     pub async fn join_room(&self, user_ids: &[String], room_id: &str) {
-        if user_ids.is_empty() {
-            return;
-        }
-        // New members change the room's online count.
-        self.core.room_counts.mark([room_id.to_owned()]);
-        let Some(ns) = self.namespace() else { return };
-        let targets: Vec<String> = user_ids.iter().map(|u| rooms::user(u)).collect();
-        let ops = ns.to(targets);
-        if let Err(e) = ops.clone().join(rooms::chat(room_id)).await {
-            tracing::warn!(room = room_id, error = ?e, "joining members' sockets failed; joining local ones");
-            let _ = ops.local().join(rooms::chat(room_id)).await;
-        }
+        self.move_sockets(user_ids, room_id, true).await;
     }
 
-    /// Removes every socket of `user_ids`, on any node, from the room's Socket.IO room.
+    /// Removes every socket of `user_ids`, on any node, from the room's Socket.IO room (and
+    /// from its presence watchers). When the other nodes cannot be reached, this node's sockets
+    /// leave now and the rest is retried.
     pub async fn leave_room(&self, user_ids: &[String], room_id: &str) {
+        self.move_sockets(user_ids, room_id, false).await;
+    }
+
+    async fn move_sockets(&self, user_ids: &[String], room_id: &str, join: bool) {
         if user_ids.is_empty() {
             return;
         }
+        // Membership changes change the room's online count.
         self.core.room_counts.mark([room_id.to_owned()]);
         let Some(ns) = self.namespace() else { return };
         let targets: Vec<String> = user_ids.iter().map(|u| rooms::user(u)).collect();
         let ops = ns.to(targets);
-        // Former members stop watching the room's presence too.
-        let left = vec![rooms::chat(room_id), rooms::presence_watch(room_id)];
-        if let Err(e) = ops.clone().leave(left.clone()).await {
-            tracing::warn!(room = room_id, error = ?e, "removing members' sockets failed; removing local ones");
-            let _ = ops.local().leave(left).await;
+        let moved = if join {
+            vec![rooms::chat(room_id)]
+        } else {
+            // Former members stop watching the room's presence too.
+            vec![rooms::chat(room_id), rooms::presence_watch(room_id)]
+        };
+        if self.core.cluster_reachable() {
+            let result = if join {
+                ops.clone().join(moved.clone()).await
+            } else {
+                ops.clone().leave(moved.clone()).await
+            };
+            match result {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(
+                    room = room_id,
+                    join,
+                    error = ?e,
+                    "moving members' sockets across nodes failed; moving local ones, retrying the rest"
+                ),
+            }
         }
+        let local = ops.local();
+        let _ = if join {
+            local.join(moved).await
+        } else {
+            local.leave(moved).await
+        };
+        self.core.room_moves.push(room_id, user_ids);
     }
 
     /// `notification:new` (when in-app delivery is on) to each recipient's sockets, then

@@ -9,12 +9,13 @@ mod context;
 pub mod emit;
 mod feed;
 mod feed_counts;
-mod membership;
+pub mod membership;
 mod notifications;
 mod order;
 pub mod presence;
 pub mod room_presence;
 pub mod rooms;
+pub mod slots;
 
 pub use connection::{NAMESPACE, grace, on_connect};
 pub use membership::{announce_added, announce_removed};

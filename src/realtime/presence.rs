@@ -142,7 +142,9 @@ pub async fn socket_ready(core: &Core, user_id: &str) {
 pub async fn went_offline(core: &Core, users: Vec<String>) {
     let now = Utc::now();
     for user_id in users {
-        if let Err(e) = core.presence.record_last_seen(&user_id, now).await {
+        if core.db_status.is_down() {
+            tracing::warn!(user = %user_id, "database down: lastSeen not stored");
+        } else if let Err(e) = core.presence.record_last_seen(&user_id, now).await {
             tracing::warn!(user = %user_id, error = %e, "storing lastSeen failed");
         }
         queue(
@@ -207,6 +209,11 @@ pub async fn announce<A: Adapter>(
                 continue;
             }
         };
+        if core.db_status.is_down() {
+            // The audience lives in the database: skip rather than stall every later change.
+            tracing::debug!(user = %user_id, "database down: presence change not announced");
+            continue;
+        }
         let audience = match core.presence.audience(&core.preferences, &user_id).await {
             Ok(a) => a,
             Err(e) => {

@@ -15,6 +15,7 @@ mod http_edges;
 mod live_views;
 mod load;
 mod migrations;
+mod outage;
 mod presence;
 mod profile_names;
 mod rest_auth;

@@ -3,7 +3,10 @@
 
 mod postgres;
 mod redis;
+pub mod socket;
 
+pub use postgres::OwnPostgres;
+pub use redis::OwnRedis;
 pub use redis::url as redis_url;
 
 use std::ffi::OsString;
@@ -129,12 +132,21 @@ pub async fn spawn_app_with(backend: Backend, extra_args: &[&str]) -> TestApp {
 /// `nodes` apps sharing one fresh database and one Redis (under a key prefix of their own): a
 /// cluster in one process, for cross-node rules.
 pub async fn spawn_cluster(backend: Backend, nodes: usize, extra_args: &[&str]) -> Vec<TestApp> {
+    spawn_cluster_on(backend, nodes, &redis::url(), extra_args).await
+}
+
+/// Like [`spawn_cluster`], on the Redis at `redis_url` (e.g. an [`OwnRedis`] a test restarts).
+pub async fn spawn_cluster_on(
+    backend: Backend,
+    nodes: usize,
+    redis_url: &str,
+    extra_args: &[&str],
+) -> Vec<TestApp> {
     let (database_url, scratch) = fresh_database(backend).await;
-    let redis_url = redis::url();
     let prefix = format!("sbtest-{}", uuid::Uuid::now_v7().simple());
     let mut args = vec![
         "--redis-url",
-        redis_url.as_str(),
+        redis_url,
         "--redis-key-prefix",
         prefix.as_str(),
     ];
@@ -161,6 +173,11 @@ pub async fn fresh_database(backend: Backend) -> (String, Option<ScratchDir>) {
         }
         Backend::Postgres => (postgres::fresh_database().await, None),
     }
+}
+
+/// Starts the server on an existing database (e.g. an [`OwnPostgres`] a test stops).
+pub async fn spawn_app_on_database(database_url: &str, extra_args: &[&str]) -> TestApp {
+    spawn_app_on(Backend::Postgres, database_url, None, extra_args).await
 }
 
 async fn spawn_app_on(

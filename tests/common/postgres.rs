@@ -248,3 +248,106 @@ fn run(command: &mut Command) -> Result<(), String> {
         String::from_utf8_lossy(&output.stderr)
     ))
 }
+
+/// A PostgreSQL cluster of one test's own, which the test may stop and start again on the same
+/// port (a database outage). The watchdog removes it once the test process is gone.
+pub struct OwnPostgres {
+    bin: PathBuf,
+    owner: Option<String>,
+    base: PathBuf,
+    port: u16,
+}
+
+impl OwnPostgres {
+    /// `initdb` and start a new cluster on a free port.
+    pub async fn start() -> Self {
+        tokio::task::spawn_blocking(|| {
+            let bin = find_bin_dir().unwrap_or_else(|| panic!("{NO_POSTGRES}"));
+            let owner = cluster_owner().unwrap_or_else(|e| panic!("{e}"));
+            let base = std::env::temp_dir().join(format!(
+                "switchboard-test-own-pg-{}",
+                uuid::Uuid::now_v7().simple()
+            ));
+            std::fs::create_dir_all(base.join("sockets"))
+                .unwrap_or_else(|e| panic!("creating {}: {e}", base.display()));
+            if let Some(user) = &owner {
+                run(Command::new("chown")
+                    .arg("-R")
+                    .arg(format!("{user}:"))
+                    .arg(&base))
+                .unwrap_or_else(|e| panic!("{e}"));
+            }
+            spawn_watchdog(&bin, &base, owner.as_deref()).unwrap_or_else(|e| panic!("{e}"));
+            run(as_owner(owner.as_deref(), &bin.join("initdb"), &base)
+                .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"])
+                .arg("--no-sync")
+                .arg("-D")
+                .arg(base.join("data")))
+            .unwrap_or_else(|e| panic!("{e}"));
+            let port = free_port().unwrap_or_else(|e| panic!("{e}"));
+            let pg = Self {
+                bin,
+                owner,
+                base,
+                port,
+            };
+            pg.pg_ctl_start().unwrap_or_else(|e| panic!("{e}"));
+            pg
+        })
+        .await
+        .expect("starting PostgreSQL panicked")
+    }
+
+    /// The URL of its `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn pg_ctl_start(&self) -> Result<(), String> {
+        // Commits are synchronous here: the test stops the server with `-m immediate` and
+        // checks that nothing acknowledged was lost.
+        let options = format!(
+            "-p {} -k '{}' -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
+            self.port,
+            self.base.join("sockets").display()
+        );
+        run(
+            as_owner(self.owner.as_deref(), &self.bin.join("pg_ctl"), &self.base)
+                .arg("-D")
+                .arg(self.base.join("data"))
+                .arg("-l")
+                .arg(self.base.join("postgres.log"))
+                .arg("-o")
+                .arg(options)
+                .args(["-w", "-t", "60", "start"])
+                .process_group(0),
+        )
+    }
+
+    /// Stops the server at once (`-m immediate`: connections break, as in a crash).
+    pub async fn stop(&self) {
+        let mut command = as_owner(self.owner.as_deref(), &self.bin.join("pg_ctl"), &self.base);
+        command
+            .arg("-D")
+            .arg(self.base.join("data"))
+            .args(["-m", "immediate", "-w", "stop"]);
+        tokio::task::spawn_blocking(move || run(&mut command))
+            .await
+            .expect("pg_ctl panicked")
+            .unwrap_or_else(|e| panic!("stopping PostgreSQL: {e}"));
+    }
+
+    /// Starts it again on the same port; returns once it accepts connections.
+    pub async fn resume(&self) {
+        let pg = Self {
+            bin: self.bin.clone(),
+            owner: self.owner.clone(),
+            base: self.base.clone(),
+            port: self.port,
+        };
+        tokio::task::spawn_blocking(move || pg.pg_ctl_start())
+            .await
+            .expect("pg_ctl panicked")
+            .unwrap_or_else(|e| panic!("restarting PostgreSQL: {e}"));
+    }
+}

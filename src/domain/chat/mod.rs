@@ -10,6 +10,7 @@ pub(crate) mod rooms;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use entity::{room, room_member, user};
@@ -29,12 +30,16 @@ use crate::domain::rate_limit::RateLimiter;
 use crate::error::{AppError, AppResult};
 
 /// Who may act in a room: its type and member ids. Cached because every message, typing and
-/// receipt event checks it; dropped whenever membership changes.
+/// receipt event checks it; dropped whenever membership changes, and read again after the
+/// cache TTL in any case (an invalidation from another node can be lost in a Redis outage).
 #[derive(Debug)]
 pub struct RoomAccess {
     pub room_type: RoomType,
     pub members: HashSet<String>,
 }
+
+/// Beyond this many cached rooms, expired entries are swept on the next insert.
+const MAX_CACHED_ROOMS: usize = 100_000;
 
 /// Limits the chat rules need from the configuration.
 #[derive(Clone, Debug)]
@@ -49,7 +54,9 @@ pub struct ChatService {
     db: DatabaseConnection,
     limits: ChatLimits,
     rate_limiter: Arc<dyn RateLimiter>,
-    access: DashMap<String, Arc<RoomAccess>>,
+    access: DashMap<String, (Arc<RoomAccess>, Instant)>,
+    /// How long a cached entry is trusted (`MEMBERSHIP_CACHE_TTL_MS`).
+    cache_ttl: Duration,
     generation: Generation,
     bus: Arc<dyn CacheBus>,
     /// On SQLite, message inserts queue here rather than in SQLite's sleeping busy handler.
@@ -62,11 +69,13 @@ impl ChatService {
         limits: ChatLimits,
         rate_limiter: Arc<dyn RateLimiter>,
         bus: Arc<dyn CacheBus>,
+        cache_ttl: Duration,
     ) -> Self {
         Self {
             limits,
             rate_limiter,
             access: DashMap::new(),
+            cache_ttl,
             generation: Generation::default(),
             bus,
             sqlite_writes: (db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite)
@@ -76,9 +85,15 @@ impl ChatService {
     }
 
     /// The room's type and members, from the cache or the database. `NOT_FOUND` if no room.
+    /// While the invalidation channel is down the cache is not used at all: another node's
+    /// change could not reach this one.
     pub async fn access(&self, room_id: &str) -> AppResult<Arc<RoomAccess>> {
-        if let Some(found) = self.access.get(room_id) {
-            return Ok(found.clone());
+        let use_cache = self.bus.connected();
+        if use_cache && let Some(found) = self.access.get(room_id) {
+            let (access, loaded) = &*found;
+            if loaded.elapsed() < self.cache_ttl {
+                return Ok(access.clone());
+            }
         }
         let generation = self.generation.current();
         let row = room::Entity::find_by_id(room_id)
@@ -99,8 +114,13 @@ impl ChatService {
             members,
         });
         // An invalidation that raced this read must win: store only if none happened.
-        if self.generation.current() == generation {
-            self.access.insert(room_id.to_owned(), access.clone());
+        if use_cache && self.generation.current() == generation {
+            if self.access.len() >= MAX_CACHED_ROOMS {
+                let ttl = self.cache_ttl;
+                self.access.retain(|_, (_, loaded)| loaded.elapsed() < ttl);
+            }
+            self.access
+                .insert(room_id.to_owned(), (access.clone(), Instant::now()));
         }
         Ok(access)
     }
@@ -282,6 +302,40 @@ pub async fn room_ids_of(db: &impl ConnectionTrait, user_id: &str) -> AppResult<
         .all(db)
         .await?;
     Ok(ids)
+}
+
+/// Every membership of `user_ids`: (user, room, joined at), for re-checking sockets' rooms.
+pub async fn memberships_of(
+    db: &impl ConnectionTrait,
+    user_ids: &[String],
+) -> AppResult<Vec<(String, String, chrono::DateTime<chrono::Utc>)>> {
+    let rows = room_member::Entity::find()
+        .select_only()
+        .column(room_member::Column::UserId)
+        .column(room_member::Column::RoomId)
+        .column(room_member::Column::JoinedAt)
+        .filter(room_member::Column::UserId.is_in(user_ids.iter().map(String::as_str)))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows)
+}
+
+/// Which of `user_ids` are members of the room now (for moving sockets after an outage).
+pub async fn members_among(
+    db: &impl ConnectionTrait,
+    room_id: &str,
+    user_ids: &[String],
+) -> AppResult<HashSet<String>> {
+    let ids = room_member::Entity::find()
+        .select_only()
+        .column(room_member::Column::UserId)
+        .filter(room_member::Column::RoomId.eq(room_id))
+        .filter(room_member::Column::UserId.is_in(user_ids.iter().map(String::as_str)))
+        .into_tuple::<String>()
+        .all(db)
+        .await?;
+    Ok(ids.into_iter().collect())
 }
 
 /// Whether a database error is a unique-constraint violation (a lost insert race).

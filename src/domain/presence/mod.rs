@@ -9,7 +9,7 @@ pub mod rooms;
 pub use memory::MemoryPresence;
 pub use rooms::{RoomCounts, RoomPresencePage, room_presence};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -54,6 +54,18 @@ pub struct StatusChange {
     pub user_id: String,
     pub status: Status,
     pub last_seen: DateTime<Utc>,
+}
+
+/// This node's live sockets by user, taken when a [`PresenceStore::reconcile_slots`] asks.
+pub type LiveSockets<'a> = &'a (dyn Fn() -> HashMap<String, HashSet<String>> + Send + Sync);
+
+/// What a slot reconciliation changed.
+#[derive(Debug, Default)]
+pub struct Reconciled {
+    /// Slots freed because their socket is gone.
+    pub released: usize,
+    /// Users with sockets that had no slot and got one again.
+    pub registered: Vec<String>,
 }
 
 /// Where live presence state lives. Every method is one atomic step, so concurrent sockets and
@@ -116,6 +128,19 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// node had itself been given up for dead, so its live sockets must be registered again.
     async fn maintain(&self, now: DateTime<Utc>, offline_at: DateTime<Utc>)
     -> anyhow::Result<bool>;
+
+    /// Makes this node's connection slots match its live sockets: slots whose socket is gone
+    /// are released (users left with none become due offline at `offline_at`), and live
+    /// sockets without a slot (accepted while the store was unreachable) get one, over the
+    /// limit if need be. `live` is called after the store's own state was read, so a socket
+    /// released meanwhile is not registered again. Nothing to do where releases cannot fail.
+    async fn reconcile_slots(
+        &self,
+        _live: LiveSockets<'_>,
+        _offline_at: DateTime<Utc>,
+    ) -> anyhow::Result<Reconciled> {
+        Ok(Reconciled::default())
+    }
 
     /// Graceful shutdown: forget this node's sockets at once; users left without any become due
     /// offline at `offline_at`, so clients reconnecting to another node in time do not flap.
