@@ -75,6 +75,11 @@ impl Metrics {
             .increment(1);
     }
 
+    /// A socket dropped for being too slow or flooding (`reason`: `slow_consumer`, `flood`).
+    pub fn socket_dropped(&self, reason: &'static str) {
+        counter!("switchboard_sockets_dropped_total", "reason" => reason).increment(1);
+    }
+
     pub fn http_request(&self, route: String, method: String, status: u16, elapsed: Duration) {
         let status = status.to_string();
         counter!("switchboard_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)

@@ -126,6 +126,7 @@ impl Application {
                     realtime::on_connect::<LocalAdapter>.with(authenticate_socket::<LocalAdapter>),
                 );
                 crate::tasks::spawn_all(io.clone(), core.clone(), presence_rx);
+                tokio::spawn(realtime::slow_socket_sweeper(io.clone(), core.clone()));
                 (app_router(&core, io.clone(), layer)?, closer(io))
             }
             Some(redis) => {
@@ -145,6 +146,7 @@ impl Application {
                 // The driver error's Display is often empty; its Debug says what went wrong.
                 .map_err(|e| anyhow::anyhow!("initialising the Redis adapter: {e:?}"))?;
                 crate::tasks::spawn_all(io.clone(), core.clone(), presence_rx);
+                tokio::spawn(realtime::slow_socket_sweeper(io.clone(), core.clone()));
                 (app_router(&core, io.clone(), layer)?, closer(io))
             }
         };
@@ -229,6 +231,7 @@ fn socket_io_builder(core: &Arc<Core>) -> SocketIoBuilder {
         .max_payload(max as u64)
         .ws_max_message_size(max)
         .ws_max_frame_size(max)
+        .max_buffer_size(core.config.socket_buffer_size)
         .with_state(core.clone())
 }
 

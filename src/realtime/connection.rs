@@ -8,7 +8,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Event, Extension, SocketRef, State};
 use socketioxide::socket::DisconnectReason;
 
-use super::ack::respond;
+use super::context::EventCtx;
 use super::rooms;
 use crate::auth::AuthUser;
 use crate::domain::{chat, notifications, users};
@@ -27,7 +27,7 @@ pub async fn on_connect<A: Adapter>(
     core.metrics.socket_connected();
     socket
         .extensions
-        .insert(Arc::new(super::order::Sequencer::default()));
+        .insert(Arc::new(super::order::Sequencer::new(line_limits(&core))));
     socket.on_disconnect(on_disconnect::<A>);
     register_handlers(&socket);
 
@@ -76,13 +76,23 @@ fn register_handlers<A: Adapter>(socket: &SocketRef<A>) {
     socket.on_fallback(on_unknown_event::<A>);
 }
 
+/// The socket's event budget and line depth, from the settings.
+fn line_limits(core: &Core) -> super::order::LineLimits {
+    let config = &core.config;
+    super::order::LineLimits {
+        budget: super::budget::BudgetLimits {
+            per_second: config.socket_events_per_second,
+            burst: config.socket_event_burst,
+            flood_rejections: config.socket_flood_rejections,
+        },
+        depth: config.socket_queue_depth,
+    }
+}
+
 /// Answers events the server does not know, so a client awaiting an ack is not left hanging.
-async fn on_unknown_event<A: Adapter>(
-    Event(event): Event,
-    ack: AckSender<A>,
-    State(core): State<Arc<Core>>,
-) {
-    respond("unknown", &core, ack, async move {
+/// They spend the socket's budget like any other event.
+async fn on_unknown_event<A: Adapter>(ctx: EventCtx<A>, Event(event): Event, ack: AckSender<A>) {
+    ctx.respond("unknown", ack, async move {
         Err::<Value, _>(AppError::NotFound(format!("unknown event `{event}`")))
     })
     .await;

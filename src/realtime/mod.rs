@@ -3,6 +3,7 @@
 //! same code.
 
 pub mod ack;
+mod budget;
 mod chat;
 mod connection;
 mod context;
@@ -13,6 +14,8 @@ mod notifications;
 mod order;
 pub mod presence;
 pub mod rooms;
+mod slow;
 
 pub use connection::{NAMESPACE, grace, on_connect};
 pub use membership::{announce_added, announce_removed};
+pub use slow::sweeper as slow_socket_sweeper;
