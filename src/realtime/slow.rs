@@ -94,10 +94,10 @@ pub fn any_full(errors: &[SocketError]) -> bool {
         .any(|e| matches!(e, SocketError::InternalChannelFull))
 }
 
-/// Drops a socket (once): out of every room now, refused further events, told why and
-/// disconnected as soon as its buffer takes the two packets, retried every
-/// `SLOW_SOCKET_CHECK_MS`. A socket that never reads again is closed by the Engine.IO
-/// heartbeat, whose ping cannot be queued either.
+/// Drops a socket (once): out of every room now, refused further events, told why as soon as
+/// its buffer has room and disconnected one `SLOW_SOCKET_CHECK_MS` later (both retried every
+/// period). A socket that never reads again is closed by the Engine.IO heartbeat, whose ping
+/// cannot be queued either.
 pub fn drop_socket<A: Adapter>(socket: SocketRef<A>, core: &Core, reason: DropReason) {
     if let Some(sequencer) = socket.extensions.get::<Arc<Sequencer>>()
         && !sequencer.start_dropping()
@@ -128,10 +128,14 @@ pub fn drop_socket<A: Adapter>(socket: SocketRef<A>, core: &Core, reason: DropRe
             }
             if !told {
                 match socket.emit("session:error", &payload) {
+                    // The disconnect comes a period later: once the namespace socket is gone,
+                    // any packet the client still sends makes the engine close the connection
+                    // at once, which could cut off the reason before it is written out.
                     Ok(()) => told = true,
                     Err(SendError::Socket(SocketError::Closed)) => return,
-                    Err(_) => continue,
+                    Err(_) => {}
                 }
+                continue;
             }
             match socket.clone().disconnect() {
                 Err(SocketError::InternalChannelFull) => {}
