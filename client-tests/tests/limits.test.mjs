@@ -88,12 +88,12 @@ describe('a socket that stops reading', () => {
     const raw = await rawSocket(ctx.server, stuck.token);
     raw.pause();
 
-    // Enough large messages to fill the stuck connection's TCP buffers and then its packet
-    // buffer of 8 (loopback buffers hold a few MB).
-    const total = 120;
+    // Enough large messages (15 MB) to fill the stuck connection's TCP buffers (a few MB on
+    // loopback) and then its packet buffer, even a default one of 128.
+    const total = 260;
     const filler = 'x'.repeat(59_990);
     for (const i of range(1, total)) await sendRest(sender, room.id, `${i} ${filler}`);
-    await seen.count(total, 30_000);
+    await seen.count(total, 60_000);
     // A last small message: anything duplicated would have arrived before it.
     await sendRest(sender, room.id, 'last');
     await seen.until((list) => list.some((p) => p.message.content === 'last'), 10_000);
