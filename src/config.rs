@@ -107,6 +107,29 @@ pub struct Config {
     /// by `GET /chat/rooms/:id/members`. Keeps a membership change's cost independent of size.
     #[arg(long, env = "ROOM_MEMBERS_INLINE_MAX", default_value_t = 100)]
     pub room_members_inline_max: usize,
+    /// Packets waiting to be written to one socket before it counts as too slow. A socket found
+    /// with a full buffer has missed (or is about to miss) an event, so it is told
+    /// `SLOW_CONSUMER` and disconnected, and catches up with `chat:sync` after reconnecting.
+    #[arg(long, env = "SOCKET_BUFFER_SIZE", default_value_t = 128)]
+    pub socket_buffer_size: usize,
+    /// How often every socket's buffer is checked, so sockets fed by other nodes' broadcasts
+    /// (whose failures this node never sees) are found too; also the retry period of the
+    /// disconnect of a socket too stuck to take it.
+    #[arg(long, env = "SLOW_SOCKET_CHECK_MS", default_value_t = 1_000)]
+    pub slow_socket_check_ms: u64,
+    /// Client events per second one socket may send, every event counted (token bucket).
+    #[arg(long, env = "SOCKET_EVENTS_PER_SECOND", default_value_t = 20)]
+    pub socket_events_per_second: u32,
+    /// Client events one socket may send at once above its steady rate (the bucket's size),
+    /// e.g. a `chat:sync` per room after a reconnect.
+    #[arg(long, env = "SOCKET_EVENT_BURST", default_value_t = 100)]
+    pub socket_event_burst: u32,
+    /// Events of one socket admitted but not yet handled; beyond it events are refused.
+    #[arg(long, env = "SOCKET_QUEUE_DEPTH", default_value_t = 128)]
+    pub socket_queue_depth: usize,
+    /// Refused events within 10 s after which a socket is disconnected as a flooder.
+    #[arg(long, env = "SOCKET_FLOOD_REJECTIONS", default_value_t = 100)]
+    pub socket_flood_rejections: u32,
     /// Delay before a user whose last socket went away turns offline.
     #[arg(long, env = "PRESENCE_GRACE_MS", default_value_t = 5_000)]
     pub presence_grace_ms: u64,
@@ -240,6 +263,18 @@ impl Config {
         if self.max_connections_per_user == 0 || self.rate_limit_per_minute == 0 {
             anyhow::bail!("MAX_CONNECTIONS_PER_USER and RATE_LIMIT_PER_MINUTE must be at least 1");
         }
+        if self.socket_buffer_size == 0
+            || self.slow_socket_check_ms == 0
+            || self.socket_events_per_second == 0
+            || self.socket_event_burst == 0
+            || self.socket_queue_depth == 0
+            || self.socket_flood_rejections == 0
+        {
+            anyhow::bail!(
+                "SOCKET_BUFFER_SIZE, SLOW_SOCKET_CHECK_MS, SOCKET_EVENTS_PER_SECOND, \
+                 SOCKET_EVENT_BURST, SOCKET_QUEUE_DEPTH and SOCKET_FLOOD_REJECTIONS must be at least 1"
+            );
+        }
         Ok(())
     }
 
@@ -290,6 +325,10 @@ impl Config {
 
     pub fn db_health_timeout(&self) -> Duration {
         Duration::from_millis(self.db_health_timeout_ms.max(1))
+    }
+
+    pub fn slow_socket_check(&self) -> Duration {
+        Duration::from_millis(self.slow_socket_check_ms)
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

@@ -123,6 +123,11 @@ impl Metrics {
             .increment(1);
     }
 
+    /// A socket dropped for being too slow or flooding (`reason`: `slow_consumer`, `flood`).
+    pub fn socket_dropped(&self, reason: &'static str) {
+        counter!("switchboard_sockets_dropped_total", "reason" => reason).increment(1);
+    }
+
     /// `route` is a matched route template or `unmatched`, `method` one of [`method_label`]'s.
     pub fn http_request(
         &self,

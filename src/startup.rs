@@ -145,6 +145,7 @@ impl Application {
                     realtime::on_connect::<LocalAdapter>.with(authenticate_socket::<LocalAdapter>),
                 );
                 crate::tasks::spawn_all(io.clone(), core.clone(), presence_rx);
+                tokio::spawn(realtime::slow_socket_sweeper(io.clone(), core.clone()));
                 (app_router(&core, io.clone(), layer)?, closer(io))
             }
             Some(redis) => {
@@ -169,6 +170,7 @@ impl Application {
                     core.clone(),
                     redis.resubscribed,
                 ));
+                tokio::spawn(realtime::slow_socket_sweeper(io.clone(), core.clone()));
                 (app_router(&core, io.clone(), layer)?, closer(io))
             }
         };
@@ -255,6 +257,7 @@ fn socket_io_builder(core: &Arc<Core>) -> SocketIoBuilder {
         .ws_max_frame_size(max)
         .ping_interval(core.config.ping_interval())
         .ping_timeout(core.config.ping_timeout())
+        .max_buffer_size(core.config.socket_buffer_size)
         .with_state(core.clone())
 }
 

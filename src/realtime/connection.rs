@@ -8,7 +8,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Event, Extension, SocketRef, State};
 use socketioxide::socket::DisconnectReason;
 
-use super::ack::respond;
+use super::context::EventCtx;
 use super::rooms;
 use super::slots::SlotGuard;
 use crate::auth::AuthUser;
@@ -28,7 +28,7 @@ pub async fn on_connect<A: Adapter>(
     core.metrics.socket_connected();
     socket
         .extensions
-        .insert(Arc::new(super::order::Sequencer::default()));
+        .insert(Arc::new(super::order::Sequencer::new(line_limits(&core))));
     socket
         .extensions
         .insert(super::membership::ConnectedAt(chrono::Utc::now()));
@@ -90,13 +90,33 @@ fn register_handlers<A: Adapter>(socket: &SocketRef<A>) {
     socket.on_fallback(on_unknown_event::<A>);
 }
 
+/// The socket's event budget and line depth, from the settings.
+/// The per-socket budget is never stricter than the message rate limit the operator set: a
+/// deployment that allows 1,000 messages a minute lets one socket send them in one burst, and
+/// keeps that many waiting (up to [`MAX_QUEUE_DEPTH`]).
+fn line_limits(core: &Core) -> super::order::LineLimits {
+    let config = &core.config;
+    let messages = config.rate_limit_per_minute;
+    let burst = config.socket_event_burst.max(messages);
+    super::order::LineLimits {
+        budget: super::budget::BudgetLimits {
+            per_second: config.socket_events_per_second.max(messages.div_ceil(60)),
+            burst,
+            flood_rejections: config.socket_flood_rejections,
+        },
+        depth: config
+            .socket_queue_depth
+            .max((burst as usize).min(MAX_QUEUE_DEPTH)),
+    }
+}
+
+/// The deepest per-socket queue a raised message rate limit can ask for.
+const MAX_QUEUE_DEPTH: usize = 10_000;
+
 /// Answers events the server does not know, so a client awaiting an ack is not left hanging.
-async fn on_unknown_event<A: Adapter>(
-    Event(event): Event,
-    ack: AckSender<A>,
-    State(core): State<Arc<Core>>,
-) {
-    respond("unknown", &core, ack, async move {
+/// They spend the socket's budget like any other event.
+async fn on_unknown_event<A: Adapter>(ctx: EventCtx<A>, Event(event): Event, ack: AckSender<A>) {
+    ctx.respond("unknown", ack, async move {
         Err::<Value, _>(AppError::NotFound(format!("unknown event `{event}`")))
     })
     .await;

@@ -15,8 +15,9 @@ use socketioxide::socket::Socket;
 use super::ack::respond;
 use super::emit::Emitter;
 use super::order::Turn;
+use super::slow::DropReason;
 use crate::auth::AuthUser;
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::state::Core;
 
 /// The context of one client event of an authenticated socket.
@@ -75,11 +76,25 @@ impl<A: Adapter> EventCtx<A> {
 
     /// Runs the handler body once every earlier event of this socket is done, records the
     /// activity that keeps the user from turning idle (and brings an idle user back online),
-    /// and answers the ack.
+    /// and answers the ack. An event refused by the socket's budget is answered
+    /// `RATE_LIMITED` without running; the refusal that marks a flood drops the socket.
     pub async fn respond<F>(&self, event: &'static str, ack: AckSender<A>, body: F)
     where
         F: Future<Output = AppResult<Value>>,
     {
+        if let Some(refusal) = self.turn.refusal() {
+            // Over the socket's budget or its line is full: answered now, never run, and it
+            // took no place in the line.
+            let retry_after_ms = refusal.retry_after_ms();
+            respond(event, &self.core, ack, async move {
+                Err::<Value, _>(AppError::RateLimited { retry_after_ms })
+            })
+            .await;
+            if refusal.flood {
+                super::slow::drop_socket(self.socket.clone(), &self.core, DropReason::Flood);
+            }
+            return;
+        }
         self.turn.wait().await;
         let core = &self.core;
         if let Err(e) = core.db_status.check() {

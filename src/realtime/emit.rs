@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::json;
-use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::operators::BroadcastOperators;
+use socketioxide::{BroadcastError, SocketIo};
 
 use super::feed::FAN_OUT_CHUNK;
 use super::{NAMESPACE, rooms};
@@ -91,6 +91,11 @@ impl<'a, A: Adapter> Emitter<'a, A> {
         self.namespace().map(|ns| ns.to(targets))
     }
 
+    /// Emits through the adapter. Only an adapter error (the cluster was not reached, so the
+    /// adapter delivered to nobody) falls back to this node's sockets. A socket error means
+    /// every other socket got the event and some sockets of this node were full or closing:
+    /// emitting again would deliver it twice to everyone else, so the full ones are dropped
+    /// instead (see `slow`) and catch up after reconnecting.
     pub(crate) async fn send(
         &self,
         ops: Option<BroadcastOperators<A>>,
@@ -98,22 +103,33 @@ impl<'a, A: Adapter> Emitter<'a, A> {
         payload: &impl Serialize,
     ) {
         let Some(ops) = ops else { return };
-        if !self.core.cluster_reachable() {
+        let result = if self.core.cluster_reachable() {
+            ops.clone().emit(event, payload).await
+        } else {
             // Redis is known to be down: don't wait out a timeout per emit.
-            if ops.local().emit(event, payload).await.is_ok() {
-                self.core.metrics.event_out(event);
-            }
-            return;
-        }
-        match ops.clone().emit(event, payload).await {
-            Ok(()) => self.core.metrics.event_out(event),
-            Err(e) => {
-                // The adapter could not reach the other nodes (Redis down): still deliver to
-                // this node's sockets, which the adapter skips when publishing fails.
+            ops.clone().local().emit(event, payload).await
+        };
+        let result = match result {
+            Err(BroadcastError::Adapter(e)) => {
+                // The adapter skips this node's sockets when publishing fails: deliver here.
                 tracing::warn!(event, error = %e, "cluster broadcast failed; delivering locally");
-                if ops.local().emit(event, payload).await.is_ok() {
-                    self.core.metrics.event_out(event);
+                ops.clone().local().emit(event, payload).await
+            }
+            other => other,
+        };
+        match result {
+            Ok(()) => self.core.metrics.event_out(event),
+            Err(BroadcastError::Socket(errors)) => {
+                self.core.metrics.event_out(event);
+                if super::slow::any_full(&errors) {
+                    super::slow::after_full_emit(ops, self.core);
                 }
+            }
+            Err(BroadcastError::Adapter(e)) => {
+                tracing::warn!(event, error = %e, "local delivery failed");
+            }
+            Err(BroadcastError::Serialize(e)) => {
+                tracing::error!(event, error = %e, "event payload not serialisable");
             }
         }
     }

@@ -3,6 +3,7 @@
 //! same code.
 
 pub mod ack;
+mod budget;
 mod chat;
 mod connection;
 mod context;
@@ -15,7 +16,9 @@ mod order;
 pub mod presence;
 pub mod room_presence;
 pub mod rooms;
+mod slow;
 pub mod slots;
 
 pub use connection::{NAMESPACE, grace, on_connect};
 pub use membership::{announce_added, announce_removed};
+pub use slow::sweeper as slow_socket_sweeper;

@@ -1,88 +1,221 @@
-//! Events of one socket are handled in the order they arrived. socketioxide runs each event's
-//! handler in its own task, so two `chat:message` sent back to back could otherwise take seqs in
-//! the wrong order, and an `isTyping: false` could overtake its `true`. Extractors run
-//! synchronously, in arrival order, before the handler task is spawned: [`Turn`] takes a ticket
-//! there, and the handler waits for its turn before doing anything.
+//! Events of one socket are handled in the order they arrived, within a budget. socketioxide
+//! runs each event's handler in its own task, so two `chat:message` sent back to back could
+//! otherwise take seqs in the wrong order, and an `isTyping: false` could overtake its `true`.
+//! Extractors run synchronously, in arrival order, before the handler task is spawned: [`Turn`]
+//! takes a ticket there, and the handler waits for its turn before doing anything.
+//!
+//! The line is bounded: every event spends a token of the socket's [`Budget`], and at most
+//! `depth` admitted events wait. An event refused for either reason takes no place in the line
+//! (it is answered `RATE_LIMITED` at once), so a flooding socket delays nobody, not even its
+//! own admitted events. Each finished event hands over to exactly the next waiting one (its own
+//! [`Notify`]), so a backlog of n events costs n wakeups, not n².
+//!
+//! Nothing here is a task: an idle socket costs one small struct in its extensions.
 
-use std::collections::BTreeSet;
+use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use socketioxide::adapter::Adapter;
 use socketioxide::handler::{FromMessageParts, Value};
 use socketioxide::socket::Socket;
-use tokio::sync::watch;
+use tokio::sync::Notify;
+
+use super::budget::{Budget, BudgetLimits, Refusal};
 
 /// The turnstile of one socket, kept in its extensions.
 pub struct Sequencer {
     state: Mutex<State>,
-    serving: watch::Sender<u64>,
+    /// Set once the socket is being dropped (too slow, or flooding): its later events are
+    /// refused without running, and it is not dropped twice.
+    dropping: AtomicBool,
 }
 
 struct State {
-    next_ticket: u64,
-    /// Tickets finished out of order, waiting for the ones before them.
-    done: BTreeSet<u64>,
+    /// Whether an admitted event holds the turn right now.
+    running: bool,
+    /// Admitted events waiting for the turn, oldest first.
+    waiting: VecDeque<Arc<Slot>>,
+    /// Most events that may wait.
+    depth: usize,
+    budget: Budget,
+}
+
+/// The wait of one admitted event. Its state only changes under the sequencer's lock.
+struct Slot {
+    state: AtomicU8,
+    notify: Notify,
+}
+
+const WAITING: u8 = 0;
+const GRANTED: u8 = 1;
+const ABANDONED: u8 = 2;
+
+/// Limits of one socket's line of events.
+#[derive(Clone, Copy, Debug)]
+pub struct LineLimits {
+    pub budget: BudgetLimits,
+    pub depth: usize,
 }
 
 impl Default for Sequencer {
+    /// No budget and no depth limit: ordering only.
     fn default() -> Self {
-        Self {
-            state: Mutex::new(State {
-                next_ticket: 0,
-                done: BTreeSet::new(),
-            }),
-            serving: watch::channel(0).0,
-        }
+        Self::new(LineLimits {
+            budget: BudgetLimits::unlimited(),
+            depth: usize::MAX,
+        })
     }
 }
 
 impl Sequencer {
+    pub fn new(limits: LineLimits) -> Self {
+        Self {
+            state: Mutex::new(State {
+                running: false,
+                waiting: VecDeque::new(),
+                depth: limits.depth,
+                budget: Budget::new(limits.budget, Instant::now()),
+            }),
+            dropping: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the socket as being dropped; true for the first caller only.
+    pub fn start_dropping(&self) -> bool {
+        !self.dropping.swap(true, Ordering::AcqRel)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn ticket(self: &Arc<Self>) -> Turn {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let ticket = state.next_ticket;
-        state.next_ticket += 1;
+        self.ticket_at(Instant::now())
+    }
+
+    fn ticket_at(self: &Arc<Self>, now: Instant) -> Turn {
+        let refused = |refusal| Turn {
+            kind: Kind::Refused(refusal),
+            sequencer: None,
+        };
+        if self.dropping.load(Ordering::Acquire) {
+            return refused(Refusal {
+                retry_after: Duration::ZERO,
+                flood: false,
+            });
+        }
+        let mut state = self.lock();
+        if let Err(refusal) = state.budget.spend(now) {
+            return refused(refusal);
+        }
+        let kind = if !state.running {
+            state.running = true;
+            Kind::Holding
+        } else if state.waiting.len() >= state.depth {
+            let refusal = state.budget.refuse(now);
+            return refused(refusal);
+        } else {
+            let slot = Arc::new(Slot {
+                state: AtomicU8::new(WAITING),
+                notify: Notify::new(),
+            });
+            state.waiting.push_back(slot.clone());
+            Kind::Waiting(slot)
+        };
         Turn {
-            ticket,
+            kind,
             sequencer: Some(self.clone()),
         }
     }
 
-    fn finish(&self, ticket: u64) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.done.insert(ticket);
-        let mut serving = *self.serving.borrow();
-        while state.done.remove(&serving) {
-            serving += 1;
+    /// Passes the turn to the oldest event still waiting, waking that one only.
+    fn pass_on(state: &mut State) {
+        state.running = false;
+        while let Some(slot) = state.waiting.pop_front() {
+            if slot.state.load(Ordering::Acquire) == ABANDONED {
+                continue;
+            }
+            slot.state.store(GRANTED, Ordering::Release);
+            // Stores a permit when the event is not waiting yet: no wakeup is lost.
+            slot.notify.notify_one();
+            state.running = true;
+            return;
         }
-        self.serving.send_replace(serving);
+    }
+
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        self.lock().waiting.len()
     }
 }
 
 /// An event's place in its socket's order. Dropping it (when the handler ends, or if it never
 /// runs) lets the next event go.
 pub struct Turn {
-    ticket: u64,
-    /// `None` for sockets without a sequencer (never set up): no ordering to keep.
+    kind: Kind,
+    /// `None` for refused events and sockets without a sequencer: nothing to release.
     sequencer: Option<Arc<Sequencer>>,
 }
 
+enum Kind {
+    /// Holds the turn (or has no order to keep).
+    Holding,
+    /// Admitted, waiting for the turn.
+    Waiting(Arc<Slot>),
+    /// Refused by the budget or the depth: answered at once, never run.
+    Refused(Refusal),
+}
+
 impl Turn {
-    /// Waits until every earlier event of this socket has been handled.
+    /// Why the event may not run, if it may not.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match &self.kind {
+            Kind::Refused(refusal) => Some(*refusal),
+            _ => None,
+        }
+    }
+
+    /// Waits until every earlier admitted event of this socket has been handled. Returns at
+    /// once for a refused event (which must not run: check [`Turn::refusal`] first).
     pub async fn wait(&self) {
-        let Some(sequencer) = &self.sequencer else {
+        let Kind::Waiting(slot) = &self.kind else {
             return;
         };
-        let mut serving = sequencer.serving.subscribe();
-        // The sender lives in the sequencer, which this turn keeps alive: this cannot fail.
-        let _ = serving.wait_for(|s| *s >= self.ticket).await;
+        while slot.state.load(Ordering::Acquire) != GRANTED {
+            slot.notify.notified().await;
+        }
+    }
+
+    #[cfg(test)]
+    fn granted(&self) -> bool {
+        match &self.kind {
+            Kind::Holding => true,
+            Kind::Waiting(slot) => slot.state.load(Ordering::Acquire) == GRANTED,
+            Kind::Refused(_) => false,
+        }
     }
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        if let Some(sequencer) = &self.sequencer {
-            sequencer.finish(self.ticket);
+        let Some(sequencer) = &self.sequencer else {
+            return;
+        };
+        let mut state = sequencer.lock();
+        match &self.kind {
+            Kind::Holding => Sequencer::pass_on(&mut state),
+            Kind::Waiting(slot) => {
+                if slot.state.load(Ordering::Acquire) == GRANTED {
+                    Sequencer::pass_on(&mut state);
+                } else {
+                    // Still in line: skipped when its turn comes.
+                    slot.state.store(ABANDONED, Ordering::Release);
+                }
+            }
+            Kind::Refused(_) => {}
         }
     }
 }
@@ -98,7 +231,7 @@ impl<A: Adapter> FromMessageParts<A> for Turn {
         Ok(match socket.extensions.get::<Arc<Sequencer>>() {
             Some(sequencer) => sequencer.ticket(),
             None => Turn {
-                ticket: 0,
+                kind: Kind::Holding,
                 sequencer: None,
             },
         })
@@ -134,5 +267,89 @@ mod tests {
         let third = sequencer.ticket();
         drop(first);
         third.wait().await;
+    }
+
+    fn limited(depth: usize, burst: u32) -> Arc<Sequencer> {
+        Arc::new(Sequencer::new(LineLimits {
+            budget: BudgetLimits {
+                per_second: 1,
+                burst,
+                flood_rejections: 1_000,
+            },
+            depth,
+        }))
+    }
+
+    #[tokio::test]
+    async fn the_line_holds_at_most_depth_waiting_events_and_refuses_the_rest_without_a_place() {
+        let sequencer = limited(3, 100);
+        let now = Instant::now();
+        let running = sequencer.ticket_at(now);
+        let waiting: Vec<Turn> = (0..3).map(|_| sequencer.ticket_at(now)).collect();
+        assert!(waiting.iter().all(|t| t.refusal().is_none()));
+        let refused = sequencer.ticket_at(now);
+        let refusal = refused
+            .refusal()
+            .expect("a fourth waiting event is refused");
+        assert!(refusal.retry_after > Duration::ZERO);
+        assert_eq!(sequencer.waiting(), 3, "a refused event takes no place");
+        // A refused event runs at once (it is only answered) and releases nothing when dropped.
+        refused.wait().await;
+        drop(refused);
+        assert!(!waiting[0].granted());
+        drop(running);
+        assert!(waiting[0].granted());
+        // Room again for one.
+        assert!(sequencer.ticket_at(now).refusal().is_none());
+    }
+
+    #[tokio::test]
+    async fn events_over_the_budget_are_refused_and_do_not_delay_admitted_ones() {
+        let sequencer = limited(100, 2);
+        let now = Instant::now();
+        let (first, second) = (sequencer.ticket_at(now), sequencer.ticket_at(now));
+        let third = sequencer.ticket_at(now);
+        let refusal = third.refusal().expect("over the burst");
+        assert!(refusal.retry_after <= Duration::from_secs(1));
+        drop(third);
+        drop(first);
+        second.wait().await;
+        // A second later a token is back.
+        assert!(
+            sequencer
+                .ticket_at(now + Duration::from_secs(1))
+                .refusal()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn each_finished_event_wakes_only_the_next_one_in_arrival_order() {
+        let sequencer = Arc::new(Sequencer::default());
+        let turns: Vec<Turn> = (0..1_000).map(|_| sequencer.ticket()).collect();
+        let mut turns = turns.into_iter();
+        let mut current = turns.next().expect("a first turn");
+        for (i, next) in turns.enumerate() {
+            assert!(current.granted());
+            assert!(
+                !next.granted(),
+                "turn {} granted before its predecessor ended",
+                i + 1
+            );
+            drop(current);
+            // Exactly the next one holds the turn now; nobody behind it was touched.
+            assert!(next.granted());
+            next.wait().await;
+            assert_eq!(sequencer.waiting(), 998 - i);
+            current = next;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_socket_being_dropped_has_its_events_refused() {
+        let sequencer = limited(10, 10);
+        assert!(sequencer.start_dropping());
+        assert!(!sequencer.start_dropping(), "dropped once only");
+        assert!(sequencer.ticket().refusal().is_some());
     }
 }

@@ -53,6 +53,7 @@ fn user(id: &str) -> AuthUser {
     AuthUser {
         id: id.to_owned(),
         name: id.to_owned(),
+        name_from_token: true,
     }
 }
 
