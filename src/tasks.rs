@@ -71,7 +71,8 @@ async fn slot_reconciler(core: Arc<Core>) {
         Some(client) => client.reconnect_rx(),
         None => return,
     };
-    let mut tick = tokio::time::interval(period);
+    // A new node has no slots to reconcile: the first check is one period in.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(task = "slot_reconciler", ?period, "started");
     loop {
