@@ -10,6 +10,8 @@ pub mod cluster;
 pub mod config;
 /// Database connection and migrations.
 pub mod db;
+/// The demo page and its development token endpoint.
+pub mod demo;
 /// The product's rules, transport-free.
 pub mod domain;
 /// The one error type and its wire shapes.

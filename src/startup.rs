@@ -53,6 +53,7 @@ impl Application {
         if config.environment == Environment::Development && config.cors_origins.is_empty() {
             tracing::info!("CORS_ORIGINS is not set: allowing any origin (development)");
         }
+        crate::demo::announce(&config);
         let db = crate::db::connect_and_migrate(&config.database_url).await?;
         let jwt = JwtKeys::from_config(&config)?;
         let metrics = Metrics::install()?;

@@ -41,6 +41,7 @@ pub fn router<A: Adapter>(state: AppState<A>) -> Router {
         .merge(presence::router());
     Router::new()
         .merge(health::router())
+        .merge(crate::demo::router(&state.core.config))
         .nest("/api/v1/realtime", api)
         .nest("/api/v1/internal", internal::router())
         .fallback(not_found)
