@@ -61,15 +61,17 @@
     return data.token;
   }
 
-  /** The `sub` of a JWT, to know who a pasted token is for. */
-  function tokenSubject(token) {
+  /** The claims of a JWT (unverified: only to show who a token is for). */
+  function tokenClaims(token) {
     try {
       const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-      return JSON.parse(atob(part)).sub;
+      const bytes = Uint8Array.from(atob(part), (c) => c.charCodeAt(0));
+      return JSON.parse(new TextDecoder().decode(bytes));
     } catch {
       return null;
     }
   }
+  const tokenSubject = (token) => tokenClaims(token)?.sub;
 
   // --- sign in / out ---------------------------------------------------------------------
 
@@ -107,7 +109,9 @@
     $('signin').hidden = true;
     $('app').hidden = false;
     for (const id of ['signout', 'bell', 'my-status']) $(id).hidden = false;
-    $('whoami').textContent = userId;
+    const name = tokenClaims(token)?.name;
+    $('whoami').replaceChildren(name && name !== userId ? name : userId);
+    if (name && name !== userId) $('whoami').append(' ', el('small', {}, userId));
     connect();
   }
 
