@@ -89,7 +89,10 @@ async fn page() -> Response {
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CONTENT_SECURITY_POLICY),
     );
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     response
 }
 
@@ -137,8 +140,8 @@ async fn token<A: Adapter>(
         .filter(|n| !n.is_empty());
     let token = state.core.jwt.sign(&body.user_id, name, TOKEN_TTL)?;
     tracing::info!(user = %body.user_id, "demo token issued");
-    let mut response = Json(json!({ "token": token, "expiresIn": TOKEN_TTL.as_secs() }))
-        .into_response();
+    let mut response =
+        Json(json!({ "token": token, "expiresIn": TOKEN_TTL.as_secs() })).into_response();
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -66,7 +66,11 @@ async fn demo_enabled_true_serves_it_in_production() {
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.expect("a JSON body");
     let token = body["token"].as_str().expect("a token");
-    let user = app.core.jwt.verify(token).expect("the server accepts its demo token");
+    let user = app
+        .core
+        .jwt
+        .verify(token)
+        .expect("the server accepts its demo token");
     assert_eq!(user.id, "eve");
     assert_eq!(user.name, "Eve");
 }
