@@ -201,6 +201,10 @@ pub struct Config {
     /// Allow SQLite when `SWITCHBOARD_ENV=production` (single-node deployments).
     #[arg(long, env = "ALLOW_SQLITE_IN_PRODUCTION", default_value_t = false)]
     pub allow_sqlite_in_production: bool,
+    /// Serve the demo page at `/demo` and its token endpoint. Unset: on in development, off in
+    /// production, because `POST /demo/token` signs a token for any user id it is asked for.
+    #[arg(long, env = "DEMO_ENABLED")]
+    pub demo_enabled: Option<bool>,
 }
 
 impl Config {
@@ -276,6 +280,12 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// Whether `/demo` is served: `DEMO_ENABLED` when set, else only in development.
+    pub fn demo_enabled(&self) -> bool {
+        self.demo_enabled
+            .unwrap_or(self.environment == Environment::Development)
     }
 
     /// Whether persistence is the embedded SQLite backend.

@@ -12,6 +12,8 @@ pub mod config;
 pub mod db;
 /// Whether the database is known to be down.
 pub mod db_status;
+/// The demo page and its development token endpoint.
+pub mod demo;
 /// The product's rules, transport-free.
 pub mod domain;
 /// The one error type and its wire shapes.

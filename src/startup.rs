@@ -53,6 +53,7 @@ impl Application {
         if config.environment == Environment::Development && config.cors_origins.is_empty() {
             tracing::info!("CORS_ORIGINS is not set: allowing any origin (development)");
         }
+        crate::demo::announce(&config);
         let db =
             crate::db::connect_and_migrate_with(&config.database_url, config.db_acquire_timeout())
                 .await?;

@@ -51,6 +51,7 @@ pub fn router<A: Adapter>(state: AppState<A>) -> Router {
         ));
     Router::new()
         .merge(health::router())
+        .merge(crate::demo::router(&state.core.config))
         .nest("/api/v1/realtime", api)
         .nest(
             "/api/v1/internal",

@@ -9,6 +9,7 @@ mod auth;
 mod chat;
 mod cluster;
 mod config;
+mod demo;
 mod health;
 mod heartbeat;
 mod http_edges;
