@@ -15,7 +15,7 @@ import { Emitter } from '@socket.io/redis-emitter';
 import { createClient } from 'redis';
 import { createGroup } from '../lib/chat.mjs';
 import { startCluster } from '../lib/cluster.mjs';
-import { closeAll, connect, none, once, record, uid } from '../lib/client.mjs';
+import { closeAll, connect, eventually, none, once, record, uid } from '../lib/client.mjs';
 import { CLUSTER_MODE, makeUser, makeUsers } from '../lib/harness.mjs';
 
 const SKIP = CLUSTER_MODE ? false : 'multi-node tests: set SWITCHBOARD_NODES (npm run test:cluster)';
@@ -27,6 +27,9 @@ function useEmitterCluster(nodes, env = {}) {
   before(async () => {
     ctx.cluster = await startCluster({ nodes, env });
     ctx.redis = createClient({ url: ctx.cluster.redis.url });
+    // It reconnects by itself when the Redis-restart test restarts Redis; without a listener
+    // its connection errors would be thrown.
+    ctx.redis.on('error', () => {});
     await ctx.redis.connect();
   });
   after(async () => {
@@ -177,5 +180,34 @@ describe('redis-emitter: REDIS_EMITTER_ENABLED=false', { skip: SKIP }, () => {
     assert.ok(await quiet, 'an emitter event was delivered with REDIS_EMITTER_ENABLED=false');
     const patterns = await ctx.redis.sendCommand(['PUBSUB', 'NUMPAT']);
     assert.equal(patterns, 0, 'the emitter pattern is still subscribed');
+  });
+});
+
+const EXTERNAL_REDIS = process.env.REDIS_URL ? 'REDIS_URL names an external Redis, which the tests cannot restart' : false;
+
+describe('redis-emitter: Redis restarted', { skip: SKIP || EXTERNAL_REDIS }, () => {
+  const ctx = useEmitterCluster(2);
+
+  it('the nodes subscribe again and deliver exactly once, without a restart', { timeout: 40_000 }, async () => {
+    const user = await makeUser(ctx.cluster, 'emit-restart');
+    const sockets = [await socketOn(ctx.cluster, 0, user), await socketOn(ctx.cluster, 1, user)];
+    await ctx.cluster.redis.restart();
+    // The sockets stay connected; the nodes resubscribe after their reconnect backoff (≤ 5 s).
+    const emitter = new Emitter(ctx.redis).of('/realtime');
+    await eventually(
+      async () => {
+        const id = uid('probe');
+        const seen = Promise.all(sockets.map((s) => once(s, 'probe', 1000, (p) => p?.id === id).then(() => true, () => false)));
+        emitter.to(`user:${user.id}`).emit('probe', { id });
+        const got = await seen;
+        if (!got.every(Boolean)) throw new Error(`probe reached ${JSON.stringify(got)} since Redis came back`);
+        return true;
+      },
+      { timeoutMs: 25_000, intervalMs: 250 },
+    );
+    const recs = sockets.map((s) => record(s, 'after-restart'));
+    emitter.to(`user:${user.id}`).emit('after-restart', { n: 1 });
+    await marker(emitter, sockets);
+    for (const r of recs) assert.deepEqual(r.items, [{ n: 1 }]);
   });
 });
