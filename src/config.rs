@@ -58,6 +58,14 @@ pub struct Config {
     /// Prefix of every Redis key and channel, so deployments can share one Redis.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "switchboard")]
     pub redis_key_prefix: String,
+    /// Deliver what Node backends publish with `@socket.io/redis-emitter` into the same Redis
+    /// (only with `REDIS_URL`). Off, the emitter's channels are not subscribed at all.
+    #[arg(long, env = "REDIS_EMITTER_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub redis_emitter_enabled: bool,
+    /// The emitter's `key` option: it publishes on `{key}#/realtime#…` and `{key}-request#…`.
+    /// Independent of `REDIS_KEY_PREFIX`, because the emitter does not know that prefix.
+    #[arg(long, env = "REDIS_EMITTER_KEY", default_value = "socket.io")]
+    pub redis_emitter_key: String,
     /// HS256 shared secret for user tokens.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,

@@ -128,6 +128,14 @@ impl Metrics {
         counter!("switchboard_sockets_dropped_total", "reason" => reason).increment(1);
     }
 
+    /// A message from `@socket.io/redis-emitter`. `kind` is `broadcast`, `join`, `leave`,
+    /// `disconnect`, `request` (not yet decoded) or `unknown`; `outcome` is `delivered`,
+    /// `ignored` (another namespace, `serverSideEmit`), `invalid`, `failed` or `dropped`.
+    pub fn emitter_message(&self, kind: &'static str, outcome: &'static str, n: u64) {
+        counter!("switchboard_redis_emitter_messages_total", "kind" => kind, "outcome" => outcome)
+            .increment(n);
+    }
+
     /// `route` is a matched route template or `unmatched`, `method` one of [`method_label`]'s.
     pub fn http_request(
         &self,

@@ -165,6 +165,20 @@ impl Application {
                 .await
                 // The driver error's Display is often empty; its Debug says what went wrong.
                 .map_err(|e| anyhow::anyhow!("initialising the Redis adapter: {e:?}"))?;
+                if let (true, Some(url)) =
+                    (core.config.redis_emitter_enabled, &core.config.redis_url)
+                {
+                    let subscriber =
+                        cluster::emitter::subscribe(url, &core.config.redis_emitter_key, NAMESPACE)
+                            .await?;
+                    tokio::spawn(cluster::emitter::listen(
+                        subscriber,
+                        io.clone(),
+                        NAMESPACE,
+                        core.metrics.clone(),
+                        core.shutdown.clone(),
+                    ));
+                }
                 crate::tasks::spawn_all(io.clone(), core.clone(), presence_rx);
                 tokio::spawn(realtime::membership::resync_on_resubscribe(
                     io.clone(),

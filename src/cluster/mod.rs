@@ -1,6 +1,7 @@
 //! Multi-node plumbing: the Redis connections behind the Socket.IO adapter, and the Redis
 //! implementations of the state nodes share (presence, rate limits, cache invalidation).
 
+pub mod emitter;
 pub mod invalidation;
 pub mod presence;
 pub mod rate_limit;
