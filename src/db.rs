@@ -12,9 +12,20 @@ use sea_orm::{
 /// node at a time run migrations.
 const MIGRATION_LOCK: i64 = 0x5357_4954_4348; // "SWITCH"
 
+/// How long a SQLite connection waits for a lock held by another process, unless configured.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Opens the pool for `url` and brings the schema up to date.
 pub async fn connect_and_migrate(url: &str) -> anyhow::Result<DatabaseConnection> {
-    let db = connect(url).await?;
+    connect_and_migrate_with(url, DEFAULT_BUSY_TIMEOUT).await
+}
+
+/// [`connect_and_migrate`] with SQLite's busy timeout (`SQLITE_BUSY_TIMEOUT_MS`).
+pub async fn connect_and_migrate_with(
+    url: &str,
+    busy_timeout: Duration,
+) -> anyhow::Result<DatabaseConnection> {
+    let db = connect_with(url, busy_timeout).await?;
     migrate(url, &db).await?;
     Ok(db)
 }
@@ -67,10 +78,15 @@ async fn migrate_sqlite(db: &DatabaseConnection) -> anyhow::Result<()> {
     }
 }
 
-/// Opens the pool. SQLite gets WAL and a busy timeout so concurrent writers queue instead of
-/// failing with "database is locked", and its file is created on first start whatever form the
-/// URL takes (see [`crate::sqlite_url`]).
+/// Opens the pool with the default busy timeout.
 pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
+    connect_with(url, DEFAULT_BUSY_TIMEOUT).await
+}
+
+/// Opens the pool. SQLite gets WAL, and its file is created on first start whatever form the
+/// URL takes (see [`crate::sqlite_url`]). This process's writers queue on its
+/// [`crate::write_path::WritePath`]; the busy timeout covers locks held by other processes.
+pub async fn connect_with(url: &str, busy_timeout: Duration) -> anyhow::Result<DatabaseConnection> {
     let sqlite = url.starts_with("sqlite:");
     let sqlite_target = if sqlite {
         let target = crate::sqlite_url::parse(url)?;
@@ -92,7 +108,7 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
             o.create_if_missing(create)
                 .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                 .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(10))
+                .busy_timeout(busy_timeout)
                 .foreign_keys(true)
         });
     }

@@ -28,7 +28,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate(config) => {
             telemetry::init(config.log_format);
-            switchboard::db::connect_and_migrate(&config.database_url).await?;
+            switchboard::db::connect_and_migrate_with(
+                &config.database_url,
+                std::time::Duration::from_millis(config.sqlite_busy_timeout_ms),
+            )
+            .await?;
             tracing::info!(database = %switchboard::db::redact(&config.database_url), "migrations applied");
             Ok(())
         }

@@ -30,6 +30,7 @@ use crate::domain::typing::TypingTracker;
 use crate::metrics::Metrics;
 use crate::realtime::{self, NAMESPACE};
 use crate::state::{AppState, Core};
+use crate::write_path::WritePath;
 
 /// A bound, fully wired server, ready to serve.
 pub struct Application {
@@ -53,7 +54,12 @@ impl Application {
         if config.environment == Environment::Development && config.cors_origins.is_empty() {
             tracing::info!("CORS_ORIGINS is not set: allowing any origin (development)");
         }
-        let db = crate::db::connect_and_migrate(&config.database_url).await?;
+        let db = crate::db::connect_and_migrate_with(
+            &config.database_url,
+            Duration::from_millis(config.sqlite_busy_timeout_ms),
+        )
+        .await?;
+        let writes = WritePath::new(db.clone());
         let jwt = JwtKeys::from_config(&config)?;
         let metrics = Metrics::install()?;
         let addr = SocketAddr::new(config.host, config.port);
@@ -102,16 +108,23 @@ impl Application {
         };
         let (presence_tx, presence_rx) = tokio::sync::mpsc::unbounded_channel();
         let core = Arc::new(Core {
-            chat: ChatService::new(db.clone(), limits, rate_limiter, bus.clone()),
-            preferences: PreferenceService::new(db.clone()),
+            chat: ChatService::new(
+                db.clone(),
+                writes.clone(),
+                limits,
+                rate_limiter,
+                bus.clone(),
+            ),
+            preferences: PreferenceService::new(db.clone(), writes.clone()),
             bus,
-            notifications: NotificationService::new(db.clone()),
-            feed: FeedService::new(db.clone()),
+            notifications: NotificationService::new(db.clone(), writes.clone()),
+            feed: FeedService::new(db.clone(), writes.clone()),
             typing: TypingTracker::new(config.typing_throttle(), config.typing_timeout()),
-            presence: PresenceService::new(presence_store, db.clone()),
+            presence: PresenceService::new(presence_store, db.clone(), writes.clone()),
             presence_events: presence_tx,
             room_counts: Default::default(),
             db,
+            writes,
             jwt,
             metrics,
             redis: redis.as_ref().map(|r| r.client.clone()),
