@@ -12,8 +12,8 @@ use switchboard::domain::{follows, users};
 use crate::common::{Backend, TestApp, spawn_app_with};
 
 const SERVICE_KEY: &str = "service-key-for-the-write-path-test-0";
-const USERS: usize = 24;
-const ROUNDS: usize = 8;
+const USERS: usize = 48;
+const ROUNDS: usize = 16;
 
 fn id(i: usize) -> String {
     format!("writer-{i}")
@@ -182,10 +182,12 @@ async fn mixed_writes_all_succeed_without_busy_waits(backend: Backend) {
         .await
         .expect("creating the room");
 
+    let app = std::sync::Arc::new(app);
     let tasks = (0..USERS).map(|i| {
-        let app = &app;
-        let room_id = room.id.as_str();
-        async move {
+        let app = app.clone();
+        let room_id = room.id.clone();
+        tokio::spawn(async move {
+            let (app, room_id) = (&*app, room_id.as_str());
             let mut errors = Vec::new();
             for round in 0..ROUNDS {
                 if let Err(e) = write_once(app, room_id, i, (i + round) % 8).await {
@@ -193,12 +195,12 @@ async fn mixed_writes_all_succeed_without_busy_waits(backend: Backend) {
                 }
             }
             errors
-        }
+        })
     });
     let errors: Vec<String> = futures::future::join_all(tasks)
         .await
         .into_iter()
-        .flatten()
+        .flat_map(|joined| joined.unwrap_or_else(|e| vec![format!("task panicked: {e}")]))
         .collect();
     assert!(
         errors.is_empty(),
@@ -216,4 +218,20 @@ async fn mixed_writes_all_succeed_without_busy_waits(backend: Backend) {
     assert_eq!(room.last_seq, sends);
 }
 
-backend_tests!(mixed_writes_all_succeed_without_busy_waits);
+/// On a multi-threaded runtime, so that the writers really run at the same time.
+mod sqlite {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn mixed_writes_all_succeed_without_busy_waits() {
+        super::mixed_writes_all_succeed_without_busy_waits(crate::common::Backend::Sqlite).await;
+    }
+}
+
+mod postgres {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn mixed_writes_all_succeed_without_busy_waits() {
+        if crate::common::skip_postgres() {
+            return;
+        }
+        super::mixed_writes_all_succeed_without_busy_waits(crate::common::Backend::Postgres).await;
+    }
+}
