@@ -175,6 +175,61 @@ mod tests {
         assert_eq!(*order.lock().unwrap(), expected);
     }
 
+    /// Writes on the read pool compile (sea-orm takes any connection), so this looks for the
+    /// usual shapes of one in the services and transports: a write there must take a turn.
+    #[test]
+    fn no_write_bypasses_the_path() {
+        let writes = [
+            ".exec(",
+            ".exec_without_returning(",
+            ".exec_with_returning(",
+            ".update(",
+        ];
+        let writes = writes
+            .iter()
+            .chain(&[".insert(", ".delete(", ".execute_unprepared("]);
+        let pools = ["&self.db)", "&core.db)", "&state.core.db)", "&app.core.db)"];
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut offenders = Vec::new();
+        let mut dirs = vec![root];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs")
+                    || path.ends_with("db.rs")
+                    || path.ends_with("write_path.rs")
+                {
+                    continue;
+                }
+                let text: String = std::fs::read_to_string(&path)
+                    .unwrap()
+                    .chars()
+                    .filter(|c| !c.is_whitespace())
+                    .collect();
+                for write in writes.clone() {
+                    for pool in pools {
+                        if text.contains(&format!("{write}{pool}")) {
+                            offenders.push(format!("{}: {write}{pool}", path.display()));
+                        }
+                    }
+                }
+                for opener in ["self.db.transaction", "self.db.begin(", "core.db.begin("] {
+                    if text.contains(opener) {
+                        offenders.push(format!("{}: {opener}", path.display()));
+                    }
+                }
+            }
+        }
+        assert!(
+            offenders.is_empty(),
+            "writes outside the write path: {offenders:?}"
+        );
+    }
+
     #[tokio::test]
     async fn a_transaction_holds_the_turn_until_it_ends() {
         let path = sqlite().await;
