@@ -29,10 +29,15 @@ async fn write_once(app: &TestApp, room_id: &str, i: usize, op: usize) -> Result
         // A socket connect: the profile upsert from the token's name claim, or without one.
         0 => {
             let claim = format!("{me} name");
-            users::sign_in(&core.writes, &core.db, &me, (i % 2 == 0).then_some(&*claim))
-                .await
-                .map(drop)
-                .map_err(|e| failed("connect upsert", &e))
+            users::sign_in(
+                &core.writes,
+                &core.db,
+                &me,
+                i.is_multiple_of(2).then_some(&*claim),
+            )
+            .await
+            .map(drop)
+            .map_err(|e| failed("connect upsert", &e))
         }
         1 => {
             let sender = AuthUser {
@@ -94,7 +99,7 @@ async fn write_once(app: &TestApp, room_id: &str, i: usize, op: usize) -> Result
                 .client
                 .put(app.url("/api/v1/realtime/notifications/preferences"))
                 .bearer_auth(app.token(&me))
-                .json(&json!({ "preferences": { "shareTyping": i % 2 == 0 } }))
+                .json(&json!({ "preferences": { "shareTyping": i.is_multiple_of(2) } }))
                 .send()
                 .await
                 .map_err(|e| failed("preferences request", &e))?;
