@@ -316,8 +316,8 @@ impl ChatService {
         Ok(true)
     }
 
-    /// Adds members (creating unknown users), in one turn of the write path so that no message
-    /// commits between reading `last_seq` and the insert.
+    /// Adds members (creating unknown users) in one turn of the write path: on SQLite, where
+    /// messages take the same turn, none commits between reading `last_seq` and the insert.
     async fn insert_members(&self, room_id: &str, user_ids: &[String]) -> AppResult<()> {
         let turn = self.writes.turn().await?;
         ensure_users(&*turn, user_ids.iter().map(String::as_str)).await?;
