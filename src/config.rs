@@ -52,6 +52,11 @@ pub struct Config {
         default_value = "sqlite://switchboard.db?mode=rwc"
     )]
     pub database_url: String,
+    /// How long a SQLite connection waits for another process's write lock before failing
+    /// with "database is locked". This process's own writers queue on its write path instead
+    /// (see `write_path`), so it matters only when other processes write the same file.
+    #[arg(long, env = "SQLITE_BUSY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub sqlite_busy_timeout_ms: u64,
     /// Redis 7+ URL; set, it turns on multi-node mode.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
@@ -331,6 +336,14 @@ impl Config {
 
     pub fn slot_reconcile_interval(&self) -> Duration {
         Duration::from_millis(self.slot_reconcile_interval_ms.max(10))
+    }
+
+    /// The database pool's waits: acquire timeout and SQLite's busy timeout.
+    pub fn db_waits(&self) -> crate::db::Waits {
+        crate::db::Waits {
+            acquire: self.db_acquire_timeout(),
+            busy: Duration::from_millis(self.sqlite_busy_timeout_ms),
+        }
     }
 
     pub fn db_acquire_timeout(&self) -> Duration {

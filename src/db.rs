@@ -15,18 +15,40 @@ const MIGRATION_LOCK: i64 = 0x5357_4954_4348; // "SWITCH"
 /// How long a caller waits for a pooled connection unless configured (`DB_ACQUIRE_TIMEOUT_MS`).
 pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Opens the pool for `url` and brings the schema up to date.
-pub async fn connect_and_migrate(url: &str) -> anyhow::Result<DatabaseConnection> {
-    connect_and_migrate_with(url, DEFAULT_ACQUIRE_TIMEOUT).await
+/// How long a SQLite connection waits for a lock held by another process, unless configured
+/// (`SQLITE_BUSY_TIMEOUT_MS`).
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the pool lets a caller wait. The acquire timeout is short, so a database that stops
+/// answering turns requests into prompt errors instead of a pile of waiting ones; SQLite's busy
+/// timeout covers locks held by other processes (this process's writers queue on its
+/// [`crate::write_path::WritePath`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Waits {
+    pub acquire: Duration,
+    pub busy: Duration,
 }
 
-/// [`connect_and_migrate`] with the pool's acquire timeout: short, so a database that stops
-/// answering turns requests into prompt errors instead of a pile of waiting ones.
+impl Default for Waits {
+    fn default() -> Self {
+        Self {
+            acquire: DEFAULT_ACQUIRE_TIMEOUT,
+            busy: DEFAULT_BUSY_TIMEOUT,
+        }
+    }
+}
+
+/// Opens the pool for `url` and brings the schema up to date.
+pub async fn connect_and_migrate(url: &str) -> anyhow::Result<DatabaseConnection> {
+    connect_and_migrate_with(url, Waits::default()).await
+}
+
+/// [`connect_and_migrate`] with the pool's waits.
 pub async fn connect_and_migrate_with(
     url: &str,
-    acquire_timeout: Duration,
+    waits: Waits,
 ) -> anyhow::Result<DatabaseConnection> {
-    let db = connect_with(url, acquire_timeout).await?;
+    let db = connect_with(url, waits).await?;
     migrate(url, &db).await?;
     Ok(db)
 }
@@ -79,18 +101,18 @@ async fn migrate_sqlite(db: &DatabaseConnection) -> anyhow::Result<()> {
     }
 }
 
-/// Opens the pool. SQLite gets WAL and a busy timeout so concurrent writers queue instead of
-/// failing with "database is locked", and its file is created on first start whatever form the
-/// URL takes (see [`crate::sqlite_url`]).
+/// Opens the pool with the default waits.
 pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
-    connect_with(url, DEFAULT_ACQUIRE_TIMEOUT).await
+    connect_with(url, Waits::default()).await
 }
 
-/// [`connect`] with the pool's acquire timeout.
-pub async fn connect_with(
-    url: &str,
-    acquire_timeout: Duration,
-) -> anyhow::Result<DatabaseConnection> {
+/// Opens the pool. SQLite gets WAL, and its file is created on first start whatever form the
+/// URL takes (see [`crate::sqlite_url`]).
+pub async fn connect_with(url: &str, waits: Waits) -> anyhow::Result<DatabaseConnection> {
+    let Waits {
+        acquire: acquire_timeout,
+        busy: busy_timeout,
+    } = waits;
     let sqlite = url.starts_with("sqlite:");
     let sqlite_target = if sqlite {
         let target = crate::sqlite_url::parse(url)?;
@@ -112,7 +134,7 @@ pub async fn connect_with(
             o.create_if_missing(create)
                 .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                 .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(10))
+                .busy_timeout(busy_timeout)
                 .foreign_keys(true)
         });
     }

@@ -36,3 +36,5 @@ pub mod tasks;
 pub mod telemetry;
 /// Timestamp formatting.
 pub mod time;
+/// The one way writes reach the database.
+pub mod write_path;

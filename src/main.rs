@@ -28,7 +28,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate(config) => {
             telemetry::init(config.log_format);
-            switchboard::db::connect_and_migrate(&config.database_url).await?;
+            switchboard::db::connect_and_migrate_with(&config.database_url, config.db_waits())
+                .await?;
             tracing::info!(database = %switchboard::db::redact(&config.database_url), "migrations applied");
             Ok(())
         }

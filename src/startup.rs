@@ -30,6 +30,7 @@ use crate::domain::typing::TypingTracker;
 use crate::metrics::Metrics;
 use crate::realtime::{self, NAMESPACE};
 use crate::state::{AppState, Core};
+use crate::write_path::WritePath;
 
 /// A bound, fully wired server, ready to serve.
 pub struct Application {
@@ -55,8 +56,8 @@ impl Application {
         }
         crate::demo::announce(&config);
         let db =
-            crate::db::connect_and_migrate_with(&config.database_url, config.db_acquire_timeout())
-                .await?;
+            crate::db::connect_and_migrate_with(&config.database_url, config.db_waits()).await?;
+        let writes = WritePath::new(db.clone());
         let jwt = JwtKeys::from_config(&config)?;
         let metrics = Metrics::install()?;
         let addr = SocketAddr::new(config.host, config.port);
@@ -113,23 +114,25 @@ impl Application {
         let core = Arc::new(Core {
             chat: ChatService::new(
                 db.clone(),
+                writes.clone(),
                 limits,
                 rate_limiter,
                 bus.clone(),
                 config.membership_cache_ttl(),
             ),
-            preferences: PreferenceService::new(db.clone()),
+            preferences: PreferenceService::new(db.clone(), writes.clone()),
             bus,
-            notifications: NotificationService::new(db.clone()),
-            feed: FeedService::new(db.clone()),
+            notifications: NotificationService::new(db.clone(), writes.clone()),
+            feed: FeedService::new(db.clone(), writes.clone()),
             typing: TypingTracker::new(config.typing_throttle(), config.typing_timeout()),
-            presence: PresenceService::new(presence_store, db.clone()),
+            presence: PresenceService::new(presence_store, db.clone(), writes.clone()),
             presence_events: presence_tx,
             room_counts: Default::default(),
             slots: Default::default(),
             room_moves: Default::default(),
             db,
             db_status: Default::default(),
+            writes,
             jwt,
             metrics,
             redis: redis.as_ref().map(|r| r.client.clone()),

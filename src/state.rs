@@ -17,13 +17,17 @@ use crate::domain::preferences::PreferenceService;
 use crate::domain::presence::{PresenceEvent, PresenceService, RoomCounts};
 use crate::domain::typing::TypingTracker;
 use crate::metrics::Metrics;
+use crate::write_path::WritePath;
 
 /// Everything that does not depend on the Socket.IO adapter type.
 pub struct Core {
     pub config: Config,
+    /// Reads; also what tests seed through.
     pub db: DatabaseConnection,
     /// Whether the database answered its last probe; calls fail fast while it did not.
     pub db_status: crate::db_status::DbStatus,
+    /// Every write of the services, queued in one line on SQLite.
+    pub writes: WritePath,
     pub jwt: JwtKeys,
     pub presence: PresenceService,
     /// Presence changes waiting to be announced by the presence task.

@@ -22,6 +22,7 @@ use serde_json::Value;
 
 use crate::error::{AppError, AppResult, FieldError};
 use crate::time::serde_rfc3339;
+use crate::write_path::WritePath;
 
 /// Longest `content`, in characters.
 pub const MAX_CONTENT_CHARS: usize = 4000;
@@ -271,12 +272,13 @@ pub struct Statistics {
 /// Stores and reads feed activities.
 pub struct FeedService {
     db: DatabaseConnection,
+    writes: WritePath,
 }
 
 impl FeedService {
     /// A service over the shared connection pool.
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+    pub fn new(db: DatabaseConnection, writes: WritePath) -> Self {
+        Self { db, writes }
     }
 
     /// Validates and stores an activity; the result is what gets fanned out.
@@ -297,7 +299,7 @@ impl FeedService {
             created_at: Set(Utc::now()),
         };
         let stored = feed_activity::Entity::insert(row)
-            .exec_with_returning(&self.db)
+            .exec_with_returning(&*self.writes.turn().await?)
             .await?;
         Ok(stored.into())
     }

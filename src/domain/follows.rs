@@ -9,15 +9,13 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelec
 
 use crate::domain::chat::rooms::ensure_users;
 use crate::error::{AppError, AppResult};
+use crate::write_path::WritePath;
 
 /// Makes `follower_id` follow `followee_id`. Both users are created if unknown (named after their
 /// id until a profile arrives). Returns whether the edge is new.
-pub async fn follow(
-    db: &impl ConnectionTrait,
-    follower_id: &str,
-    followee_id: &str,
-) -> AppResult<bool> {
+pub async fn follow(writes: &WritePath, follower_id: &str, followee_id: &str) -> AppResult<bool> {
     check_not_self(follower_id, followee_id)?;
+    let db = &*writes.turn().await?;
     ensure_users(db, [follower_id, followee_id].into_iter()).await?;
     let row = follow::ActiveModel {
         follower_id: Set(follower_id.to_owned()),
@@ -37,16 +35,12 @@ pub async fn follow(
 }
 
 /// Removes the edge if it exists. Returns whether there was one.
-pub async fn unfollow(
-    db: &impl ConnectionTrait,
-    follower_id: &str,
-    followee_id: &str,
-) -> AppResult<bool> {
+pub async fn unfollow(writes: &WritePath, follower_id: &str, followee_id: &str) -> AppResult<bool> {
     check_not_self(follower_id, followee_id)?;
     let deleted = follow::Entity::delete_many()
         .filter(follow::Column::FollowerId.eq(follower_id))
         .filter(follow::Column::FolloweeId.eq(followee_id))
-        .exec(db)
+        .exec(&*writes.turn().await?)
         .await?;
     Ok(deleted.rows_affected > 0)
 }

@@ -8,7 +8,7 @@ use entity::{notification, user};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -17,6 +17,7 @@ use crate::domain::bounded::MAX_BIND_IDS;
 use crate::domain::preferences::PreferenceService;
 use crate::error::{AppError, AppResult};
 use crate::time::serde_rfc3339;
+use crate::write_path::WritePath;
 
 /// How long a `dedupKey` suppresses repeats for the same user.
 const DEDUP_WINDOW_HOURS: i64 = 24;
@@ -106,6 +107,7 @@ pub struct Created {
 /// Stores and reads notifications.
 pub struct NotificationService {
     db: DatabaseConnection,
+    writes: WritePath,
 }
 
 /// Unexpired at `now`.
@@ -116,8 +118,8 @@ fn live(now: DateTime<Utc>) -> Condition {
 }
 
 impl NotificationService {
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+    pub fn new(db: DatabaseConnection, writes: WritePath) -> Self {
+        Self { db, writes }
     }
 
     /// Creates one notification per user (skipping users with the same `dedup_key` in the last
@@ -172,7 +174,7 @@ impl NotificationService {
             .collect();
         let dedup_key = input.dedup_key.clone();
         let stored = self
-            .db
+            .writes
             .transaction::<_, Vec<notification::Model>, sea_orm::DbErr>(|tx| {
                 Box::pin(async move { insert_batch(tx, rows, dedup_key.as_deref(), now).await })
             })
@@ -279,7 +281,10 @@ impl NotificationService {
             }
             update = update.filter(notification::Column::Id.is_in(ids.iter().map(String::as_str)));
         }
-        let updated = update.exec(&self.db).await?.rows_affected;
+        let updated = update
+            .exec(&*self.writes.turn().await?)
+            .await?
+            .rows_affected;
         Ok((updated, self.unread_count(user_id).await?))
     }
 
@@ -287,7 +292,7 @@ impl NotificationService {
     pub async fn purge_expired(&self) -> AppResult<u64> {
         let result = notification::Entity::delete_many()
             .filter(notification::Column::ExpiresAt.lte(Utc::now()))
-            .exec(&self.db)
+            .exec(&*self.writes.turn().await?)
             .await?;
         Ok(result.rows_affected)
     }

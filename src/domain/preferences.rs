@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::domain::bounded::MAX_BIND_IDS;
 use crate::error::{AppError, AppResult};
+use crate::write_path::WritePath;
 
 /// Notification types the contract names; others matching the type pattern are accepted too.
 pub const KNOWN_TYPES: &[&str] = &[
@@ -148,11 +149,12 @@ impl Preferences {
 /// Reads and writes preferences.
 pub struct PreferenceService {
     db: DatabaseConnection,
+    writes: WritePath,
 }
 
 impl PreferenceService {
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+    pub fn new(db: DatabaseConnection, writes: WritePath) -> Self {
+        Self { db, writes }
     }
 
     /// Which of `users` turned `shareOnlineStatus` off (for presence listings), one query per
@@ -250,7 +252,7 @@ impl PreferenceService {
                 ])
                 .to_owned(),
         )
-        .exec(&self.db)
+        .exec(&*self.writes.turn().await?)
         .await?;
         Ok(Arc::new(next))
     }

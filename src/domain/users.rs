@@ -7,13 +7,14 @@
 use chrono::Utc;
 use entity::user;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{DatabaseConnection, EntityTrait, QuerySelect, Set};
+use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, QuerySelect, Set};
 
 use crate::error::AppResult;
+use crate::write_path::WritePath;
 
 /// Creates the user or refreshes their display name.
 pub async fn upsert(
-    db: &DatabaseConnection,
+    writes: &WritePath,
     id: &str,
     name: &str,
     avatar_url: Option<&str>,
@@ -36,7 +37,7 @@ pub async fn upsert(
             .update_columns(update)
             .to_owned(),
     )
-    .exec(db)
+    .exec(&*writes.turn().await?)
     .await?;
     Ok(())
 }
@@ -44,12 +45,13 @@ pub async fn upsert(
 /// A user connects: a `name` claim updates the profile, no claim creates the user named after
 /// their id if they are new and keeps an existing profile as it is. Returns the name to show.
 pub async fn sign_in(
+    writes: &WritePath,
     db: &DatabaseConnection,
     id: &str,
     name_claim: Option<&str>,
 ) -> AppResult<String> {
     if let Some(name) = name_claim {
-        upsert(db, id, name, None).await?;
+        upsert(writes, id, name, None).await?;
         return Ok(name.to_owned());
     }
     let now = Utc::now();
@@ -62,13 +64,13 @@ pub async fn sign_in(
         updated_at: Set(now),
     })
     .on_conflict(OnConflict::column(user::Column::Id).do_nothing().to_owned())
-    .exec_without_returning(db)
+    .exec_without_returning(&*writes.turn().await?)
     .await?;
     Ok(stored_name(db, id).await?.unwrap_or_else(|| id.to_owned()))
 }
 
 /// The profile's display name, if the user exists.
-pub async fn stored_name(db: &DatabaseConnection, id: &str) -> AppResult<Option<String>> {
+pub async fn stored_name(db: &impl ConnectionTrait, id: &str) -> AppResult<Option<String>> {
     let name = user::Entity::find_by_id(id)
         .select_only()
         .column(user::Column::Name)

@@ -116,7 +116,7 @@ async fn upsert_user<A: Adapter>(
         return Err(AppError::field("userId", "must be 1 to 128 characters"));
     }
     users::upsert(
-        &state.core.db,
+        &state.core.writes,
         &user_id,
         &body.name,
         body.avatar_url.as_deref(),
@@ -145,7 +145,7 @@ async fn follow<A: Adapter>(
     _: ServiceCaller,
     Json(body): Json<FollowBody>,
 ) -> AppResult<Response> {
-    follows::follow(&state.core.db, &body.follower_id, &body.followee_id).await?;
+    follows::follow(&state.core.writes, &body.follower_id, &body.followee_id).await?;
     Ok(
         Json(json!({ "followerId": body.follower_id, "followeeId": body.followee_id }))
             .into_response(),
@@ -158,7 +158,7 @@ async fn unfollow<A: Adapter>(
     _: ServiceCaller,
     Json(body): Json<FollowBody>,
 ) -> AppResult<Response> {
-    follows::unfollow(&state.core.db, &body.follower_id, &body.followee_id).await?;
+    follows::unfollow(&state.core.writes, &body.follower_id, &body.followee_id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -60,7 +60,7 @@ async fn session_ready<A: Adapter>(
 ) -> AppResult<Value> {
     core.db_status.check()?;
     let claim = user.name_from_token.then_some(user.name.as_str());
-    let name = users::sign_in(&core.db, &user.id, claim).await?;
+    let name = users::sign_in(&core.writes, &core.db, &user.id, claim).await?;
     if name != user.name {
         // Later events of this socket show the profile's name, not the bare id.
         socket.extensions.insert(AuthUser {

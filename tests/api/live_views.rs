@@ -403,7 +403,7 @@ async fn publish(app: &TestApp, actor: &str, kind: &str, target: &str, audience:
 async fn arrived_counts_the_viewers_feed_between_cursors(backend: Backend) {
     let app = spawn_app(backend).await;
     let feed = &app.core.feed;
-    switchboard::domain::follows::follow(&app.core.db, "reader", "friend")
+    switchboard::domain::follows::follow(&app.core.writes, "reader", "friend")
         .await
         .expect("following");
     publish(&app, "friend", "post", "p0", Audience::Followers).await;

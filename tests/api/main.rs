@@ -21,3 +21,4 @@ mod presence;
 mod profile_names;
 mod rest_auth;
 mod sqlite_urls;
+mod write_path;

@@ -142,9 +142,8 @@ async fn view_shows_live_stored_and_hidden_presence(backend: Backend) {
     let app = spawn_app(backend).await;
     let presence = &app.core.presence;
     let prefs = &app.core.preferences;
-    let db = &app.core.db;
     for id in ["online", "busy", "gone", "hidden"] {
-        switchboard::domain::users::upsert(db, id, id, None)
+        switchboard::domain::users::upsert(&app.core.writes, id, id, None)
             .await
             .unwrap();
     }

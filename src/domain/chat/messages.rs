@@ -8,7 +8,6 @@ use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction,
     EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Set, Statement,
-    TransactionTrait,
 };
 
 use super::content::clean_content;
@@ -103,19 +102,12 @@ impl ChatService {
             edited_at: Set(None),
             deleted: Set(false),
         };
-        // SQLite has one write lock and its waiters poll for it with sleeps; queueing here
-        // wakes the next sender as soon as the previous commit is done.
-        let _queued = match &self.sqlite_writes {
-            Some(lock) => Some(lock.lock().await),
-            None => None,
-        };
         let result = self
-            .db
+            .writes
             .transaction::<_, message::Model, sea_orm::DbErr>(|tx| {
                 Box::pin(async move { insert_next(tx, row).await })
             })
             .await;
-        drop(_queued);
         match result {
             Ok(stored) => Ok(Sent {
                 message: stored.into(),
@@ -176,7 +168,7 @@ impl ChatService {
         let mut active: message::ActiveModel = row.into();
         active.content = Set(content);
         active.edited_at = Set(Some(Utc::now()));
-        Ok(active.update(&self.db).await?.into())
+        Ok(active.update(&*self.writes.turn().await?).await?.into())
     }
 
     /// Deletes one's own message: it keeps its seq, loses its content.
@@ -194,7 +186,7 @@ impl ChatService {
         active.content = Set(String::new());
         active.deleted = Set(true);
         active.edited_at = Set(Some(Utc::now()));
-        Ok(active.update(&self.db).await?.into())
+        Ok(active.update(&*self.writes.turn().await?).await?.into())
     }
 
     async fn own_message(

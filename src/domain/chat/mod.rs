@@ -28,6 +28,7 @@ pub use rooms::{MemberChange, MemberPage, NewRoom, RoomPage};
 use crate::domain::cache::{CacheBus, Generation, Invalidation};
 use crate::domain::rate_limit::RateLimiter;
 use crate::error::{AppError, AppResult};
+use crate::write_path::WritePath;
 
 /// Who may act in a room: its type and member ids. Cached because every message, typing and
 /// receipt event checks it; dropped whenever membership changes, and read again after the
@@ -59,13 +60,14 @@ pub struct ChatService {
     cache_ttl: Duration,
     generation: Generation,
     bus: Arc<dyn CacheBus>,
-    /// On SQLite, message inserts queue here rather than in SQLite's sleeping busy handler.
-    sqlite_writes: Option<tokio::sync::Mutex<()>>,
+    /// Every write of the chat rules goes through here.
+    writes: WritePath,
 }
 
 impl ChatService {
     pub fn new(
         db: DatabaseConnection,
+        writes: WritePath,
         limits: ChatLimits,
         rate_limiter: Arc<dyn RateLimiter>,
         bus: Arc<dyn CacheBus>,
@@ -78,8 +80,7 @@ impl ChatService {
             cache_ttl,
             generation: Generation::default(),
             bus,
-            sqlite_writes: (db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite)
-                .then(|| tokio::sync::Mutex::new(())),
+            writes,
             db,
         }
     }

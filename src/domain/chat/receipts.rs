@@ -69,6 +69,8 @@ impl ChatService {
             .ok_or_else(|| AppError::NotFound("room not found".into()))?;
         let target = up_to_seq.clamp(0, last_seq);
         let now = Utc::now();
+        // Both watermarks move in one turn of the write path.
+        let turn = self.writes.turn().await?;
         let (column, moved) = match mark {
             Mark::Read => {
                 let result = room_member::Entity::update_many()
@@ -77,7 +79,7 @@ impl ChatService {
                     .filter(room_member::Column::RoomId.eq(room_id))
                     .filter(room_member::Column::UserId.eq(user_id))
                     .filter(room_member::Column::ReadSeq.lt(target))
-                    .exec(&self.db)
+                    .exec(&*turn)
                     .await?;
                 (room_member::Column::ReadSeq, result.rows_affected > 0)
             }
@@ -89,8 +91,9 @@ impl ChatService {
             .filter(room_member::Column::RoomId.eq(room_id))
             .filter(room_member::Column::UserId.eq(user_id))
             .filter(room_member::Column::DeliveredSeq.lt(target))
-            .exec(&self.db)
+            .exec(&*turn)
             .await?;
+        drop(turn);
         let moved = if mark == Mark::Delivered {
             delivered.rows_affected > 0
         } else {

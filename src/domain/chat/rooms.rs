@@ -7,7 +7,7 @@ use entity::{message, room, room_member, user};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    QuerySelect, Set,
 };
 
 use super::model::{Member, Message, ROLE_MEMBER, ROLE_OWNER, Room, RoomType};
@@ -93,12 +93,16 @@ impl ChatService {
                 None
             }
         };
-        ensure_users(&self.db, participants.iter().map(String::as_str)).await?;
+        ensure_users(
+            &*self.writes.turn().await?,
+            participants.iter().map(String::as_str),
+        )
+        .await?;
 
         let room_id = new_id();
         let now = Utc::now();
         let inserted = self
-            .db
+            .writes
             .transaction::<_, (), AppError>(|tx| {
                 let room_id = room_id.clone();
                 let creator = creator.to_owned();
@@ -256,7 +260,7 @@ impl ChatService {
         room::Entity::update_many()
             .col_expr(room::Column::Name, Expr::value(name))
             .filter(room::Column::Id.eq(room_id))
-            .exec(&self.db)
+            .exec(&*self.writes.turn().await?)
             .await?;
         self.load_room(room_id).await
     }
@@ -282,7 +286,6 @@ impl ChatService {
             }
         }
         if !added.is_empty() {
-            ensure_users(&self.db, added.iter().map(String::as_str)).await?;
             self.insert_members(room_id, &added).await?;
             self.invalidate(room_id);
         }
@@ -313,12 +316,16 @@ impl ChatService {
         Ok(true)
     }
 
+    /// Adds members (creating unknown users) in one turn of the write path: on SQLite, where
+    /// messages take the same turn, none commits between reading `last_seq` and the insert.
     async fn insert_members(&self, room_id: &str, user_ids: &[String]) -> AppResult<()> {
+        let turn = self.writes.turn().await?;
+        ensure_users(&*turn, user_ids.iter().map(String::as_str)).await?;
         let last_seq: i64 = room::Entity::find_by_id(room_id)
             .select_only()
             .column(room::Column::LastSeq)
             .into_tuple()
-            .one(&self.db)
+            .one(&*turn)
             .await?
             .unwrap_or(0);
         let rows = user_ids
@@ -330,7 +337,7 @@ impl ChatService {
                     .do_nothing()
                     .to_owned(),
             )
-            .exec_without_returning(&self.db)
+            .exec_without_returning(&*turn)
             .await?;
         Ok(())
     }
@@ -369,7 +376,7 @@ impl ChatService {
             }
         }
         room_member::Entity::delete_by_id((room_id.to_owned(), target.to_owned()))
-            .exec(&self.db)
+            .exec(&*self.writes.turn().await?)
             .await?;
         self.invalidate(room_id);
         let room = self

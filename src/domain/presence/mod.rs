@@ -27,6 +27,7 @@ use crate::domain::bounded::MAX_BIND_IDS;
 use crate::domain::preferences::PreferenceService;
 use crate::error::AppResult;
 use crate::time::serde_rfc3339;
+use crate::write_path::WritePath;
 
 /// A user's presence status as clients see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,11 +164,12 @@ pub struct PresenceView {
 pub struct PresenceService {
     pub store: Arc<dyn PresenceStore>,
     db: DatabaseConnection,
+    writes: WritePath,
 }
 
 impl PresenceService {
-    pub fn new(store: Arc<dyn PresenceStore>, db: DatabaseConnection) -> Self {
-        Self { store, db }
+    pub fn new(store: Arc<dyn PresenceStore>, db: DatabaseConnection, writes: WritePath) -> Self {
+        Self { store, db, writes }
     }
 
     /// Who is told about `user_id`'s presence: followers and direct-room partners, or nobody
@@ -232,7 +234,7 @@ impl PresenceService {
         user::Entity::update_many()
             .col_expr(user::Column::LastSeen, Expr::value(at))
             .filter(user::Column::Id.eq(user_id))
-            .exec(&self.db)
+            .exec(&*self.writes.turn().await?)
             .await?;
         Ok(())
     }
