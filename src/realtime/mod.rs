@@ -16,8 +16,8 @@ mod order;
 pub mod presence;
 pub mod room_presence;
 pub mod rooms;
-mod slow;
 pub mod slots;
+mod slow;
 
 pub use connection::{NAMESPACE, grace, on_connect};
 pub use membership::{announce_added, announce_removed};
