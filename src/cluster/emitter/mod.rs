@@ -71,7 +71,8 @@ pub async fn subscribe(url: &str, key: &str, namespace: &str) -> anyhow::Result<
         .init()
         .await
         .context("connecting the Redis emitter subscriber")?;
-    super::keep_subscriptions(&client);
+    // Nobody waits for this subscriber's restoration: its channels are all it needs back.
+    super::keep_subscriptions(&client, std::sync::Arc::new(tokio::sync::Notify::new()));
     let messages = client.message_rx();
     let channels = Channels::new(key, namespace);
     client
