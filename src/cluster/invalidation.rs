@@ -56,6 +56,7 @@ pub async fn listen(subscriber: SubscriberClient, core: Arc<Core>) {
                 // Some invalidations were missed: forget everything rather than serve stale data.
                 tracing::warn!(missed = n, "cache invalidations lagged; clearing caches");
                 core.chat.forget_all_local();
+                core.presence_audience.forget_all_local();
                 continue;
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
@@ -66,10 +67,11 @@ pub async fn listen(subscriber: SubscriberClient, core: Arc<Core>) {
         match Invalidation::decode(&text) {
             Some(Invalidation::Room(id)) => core.chat.forget_local(&id),
             Some(Invalidation::Typing(user_id)) => {
-                let _ = core
-                    .presence_events
-                    .send(PresenceEvent::TypingEnded { user_id });
+                core.presence_events
+                    .push(PresenceEvent::TypingEnded { user_id })
+                    .await;
             }
+            Some(Invalidation::Audience(user_id)) => core.presence_audience.forget_local(&user_id),
             None => tracing::debug!(payload = %text, "unknown invalidation"),
         }
     }

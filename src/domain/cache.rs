@@ -12,20 +12,26 @@ pub enum Invalidation {
     Room(String),
     /// The user's last socket anywhere went away: typing state held for them ends.
     Typing(String),
+    /// Who hears about the user's presence (follows, `shareOnlineStatus`).
+    Audience(String),
 }
 
 impl Invalidation {
-    /// The wire form used between nodes: `room:<id>` / `typing:<user>`.
+    /// The wire form used between nodes: `room:<id>` / `typing:<user>` / `audience:<user>`.
     pub fn encode(&self) -> String {
         match self {
             Self::Room(id) => format!("room:{id}"),
             Self::Typing(user) => format!("typing:{user}"),
+            Self::Audience(user) => format!("audience:{user}"),
         }
     }
 
     pub fn decode(s: &str) -> Option<Self> {
         if let Some(id) = s.strip_prefix("room:") {
             return Some(Self::Room(id.to_owned()));
+        }
+        if let Some(user) = s.strip_prefix("audience:") {
+            return Some(Self::Audience(user.to_owned()));
         }
         s.strip_prefix("typing:")
             .map(|user| Self::Typing(user.to_owned()))
@@ -69,6 +75,7 @@ mod tests {
         for i in [
             Invalidation::Room("r:1".into()),
             Invalidation::Typing("u:2".into()),
+            Invalidation::Audience("u:3".into()),
         ] {
             assert_eq!(Invalidation::decode(&i.encode()), Some(i));
         }

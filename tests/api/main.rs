@@ -16,6 +16,7 @@ mod live_views;
 mod load;
 mod migrations;
 mod presence;
+mod presence_pipeline;
 mod profile_names;
 mod rest_auth;
 mod sqlite_urls;
