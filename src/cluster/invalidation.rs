@@ -67,9 +67,14 @@ pub async fn listen(subscriber: SubscriberClient, core: Arc<Core>) {
         match Invalidation::decode(&text) {
             Some(Invalidation::Room(id)) => core.chat.forget_local(&id),
             Some(Invalidation::Typing(user_id)) => {
-                core.presence_events
-                    .push(PresenceEvent::TypingEnded { user_id })
-                    .await;
+                // Queued from a task of its own: a full presence queue must not hold up the
+                // invalidations behind this one.
+                let core = core.clone();
+                tokio::spawn(async move {
+                    core.presence_events
+                        .push(PresenceEvent::TypingEnded { user_id })
+                        .await;
+                });
             }
             Some(Invalidation::Audience(user_id)) => core.presence_audience.forget_local(&user_id),
             None => tracing::debug!(payload = %text, "unknown invalidation"),

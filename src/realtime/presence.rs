@@ -171,21 +171,28 @@ pub async fn socket_ready(core: &Core, user_id: &str) {
     }
 }
 
-/// Users whose grace period ended: store their `lastSeen` and announce them offline.
-pub async fn went_offline(core: &Core, users: Vec<String>) {
+/// Users whose grace period ended: store their `lastSeen` and announce them offline. The
+/// announcements are queued from a task of their own, so a full presence queue slows them down
+/// without holding up the caller (the reaper, which also keeps this node's heartbeat).
+pub async fn went_offline(core: &Arc<Core>, users: Vec<String>) {
     let now = Utc::now();
-    for user_id in users {
-        if let Err(e) = core.presence.record_last_seen(&user_id, now).await {
+    for user_id in &users {
+        if let Err(e) = core.presence.record_last_seen(user_id, now).await {
             tracing::warn!(user = %user_id, error = %e, "storing lastSeen failed");
         }
-        core.presence_events
-            .push(PresenceEvent::Status(StatusChange {
-                user_id,
-                status: Status::Offline,
-                last_seen: now,
-            }))
-            .await;
     }
+    let core = core.clone();
+    tokio::spawn(async move {
+        for user_id in users {
+            core.presence_events
+                .push(PresenceEvent::Status(StatusChange {
+                    user_id,
+                    status: Status::Offline,
+                    last_seen: now,
+                }))
+                .await;
+        }
+    });
 }
 
 /// This node had been given up for dead (e.g. Redis was unreachable for longer than the node
