@@ -265,7 +265,7 @@ async fn the_audience_cache_follows_every_change(backend: Backend) {
         .expect("direct room");
     let now = audience(&app, "a").await;
     assert_eq!(now.users, ["c", "d"], "a new direct partner hears at once");
-    assert_eq!(now.rooms, [room.id.clone()]);
+    assert_eq!(now.rooms, std::slice::from_ref(&room.id));
     assert_eq!(audience(&app, "d").await.users, ["a"]);
 }
 

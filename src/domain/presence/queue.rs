@@ -141,7 +141,7 @@ impl PresenceQueue {
                     let dropped = inner.dropped;
                     drop(inner);
                     self.metrics.presence_activity_dropped();
-                    if dropped == 1 || dropped % 1000 == 0 {
+                    if dropped == 1 || dropped.is_multiple_of(1000) {
                         tracing::warn!(
                             dropped,
                             capacity = self.capacity,
