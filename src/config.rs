@@ -164,6 +164,24 @@ pub struct Config {
     /// Coalescing window of `presence:room_count`: at most one count per room per window.
     #[arg(long, env = "PRESENCE_COUNT_INTERVAL_MS", default_value_t = 1_000)]
     pub presence_count_interval_ms: u64,
+    /// Most distinct users whose presence changes wait to be announced; beyond it, status
+    /// changes wait for room and activity updates are dropped (and counted).
+    #[arg(long, env = "PRESENCE_QUEUE_MAX", default_value_t = 10_000)]
+    pub presence_queue_max: usize,
+    /// Workers announcing presence changes concurrently (one user is never on two at once).
+    #[arg(long, env = "PRESENCE_WORKERS", default_value_t = 4)]
+    pub presence_workers: usize,
+    /// At most one `presence:friend_activity` per user per window; the latest activity of a
+    /// window is announced at its end. `0` turns the throttle off.
+    #[arg(long, env = "PRESENCE_ACTIVITY_THROTTLE_MS", default_value_t = 2_000)]
+    pub presence_activity_throttle_ms: u64,
+    /// How long a user's presence audience (followers, direct partners, rooms, privacy) is
+    /// cached at most; changes drop it sooner. `0` turns the cache off.
+    #[arg(long, env = "PRESENCE_AUDIENCE_TTL_MS", default_value_t = 60_000)]
+    pub presence_audience_ttl_ms: u64,
+    /// Most users whose presence audience is cached per node.
+    #[arg(long, env = "PRESENCE_AUDIENCE_CACHE_MAX", default_value_t = 10_000)]
+    pub presence_audience_cache_max: usize,
     /// Interval of `feed:subscribe { mode: "counts" }` and `feed:watch` when none is asked for.
     #[arg(long, env = "FEED_COUNTS_INTERVAL_MS", default_value_t = 30_000)]
     pub feed_counts_interval_ms: u64,
@@ -276,6 +294,9 @@ impl Config {
         }
         if self.presence_count_interval_ms == 0 {
             anyhow::bail!("PRESENCE_COUNT_INTERVAL_MS must be at least 1");
+        }
+        if self.presence_queue_max == 0 || self.presence_workers == 0 {
+            anyhow::bail!("PRESENCE_QUEUE_MAX and PRESENCE_WORKERS must be at least 1");
         }
         if self.max_connections_per_user == 0 || self.rate_limit_per_minute == 0 {
             anyhow::bail!("MAX_CONNECTIONS_PER_USER and RATE_LIMIT_PER_MINUTE must be at least 1");

@@ -118,6 +118,16 @@ impl Metrics {
         all.get(event).copied().unwrap_or_default()
     }
 
+    /// Users waiting in the presence queue (the bench's storm scenario reads this gauge).
+    pub fn presence_queue_depth(&self, depth: usize) {
+        gauge!("switchboard_presence_queue_depth").set(depth as f64);
+    }
+
+    /// An activity update dropped because the presence queue was full.
+    pub fn presence_activity_dropped(&self) {
+        counter!("switchboard_presence_dropped_total", "kind" => "activity").increment(1);
+    }
+
     pub fn ack_error(&self, event: &'static str, code: ErrorCode) {
         counter!("switchboard_ack_errors_total", "event" => event, "code" => code.as_str())
             .increment(1);

@@ -24,7 +24,9 @@ use crate::domain::chat::{ChatLimits, ChatService};
 use crate::domain::feed::FeedService;
 use crate::domain::notifications::NotificationService;
 use crate::domain::preferences::PreferenceService;
-use crate::domain::presence::{MemoryPresence, PresenceService, PresenceStore};
+use crate::domain::presence::{
+    ActivityThrottle, AudienceCache, MemoryPresence, PresenceQueue, PresenceService, PresenceStore,
+};
 use crate::domain::rate_limit::{MemoryRateLimiter, RateLimiter};
 use crate::domain::typing::TypingTracker;
 use crate::metrics::Metrics;
@@ -110,7 +112,6 @@ impl Application {
             max_message_length: config.max_message_length,
             members_inline_max: config.room_members_inline_max,
         };
-        let (presence_tx, presence_rx) = tokio::sync::mpsc::unbounded_channel();
         let core = Arc::new(Core {
             chat: ChatService::new(
                 db.clone(),
@@ -126,7 +127,14 @@ impl Application {
             feed: FeedService::new(db.clone(), writes.clone()),
             typing: TypingTracker::new(config.typing_throttle(), config.typing_timeout()),
             presence: PresenceService::new(presence_store, db.clone(), writes.clone()),
-            presence_events: presence_tx,
+            presence_events: PresenceQueue::new(config.presence_queue_max, metrics.clone()),
+            presence_audience: AudienceCache::new(
+                Duration::from_millis(config.presence_audience_ttl_ms),
+                config.presence_audience_cache_max,
+            ),
+            presence_activity: ActivityThrottle::new(Duration::from_millis(
+                config.presence_activity_throttle_ms,
+            )),
             room_counts: Default::default(),
             slots: Default::default(),
             room_moves: Default::default(),
@@ -148,7 +156,7 @@ impl Application {
                     NAMESPACE,
                     realtime::on_connect::<LocalAdapter>.with(authenticate_socket::<LocalAdapter>),
                 );
-                crate::tasks::spawn_all(io.clone(), core.clone(), presence_rx);
+                crate::tasks::spawn_all(io.clone(), core.clone());
                 tokio::spawn(realtime::slow_socket_sweeper(io.clone(), core.clone()));
                 (app_router(&core, io.clone(), layer)?, closer(io))
             }
@@ -182,7 +190,7 @@ impl Application {
                         core.shutdown.clone(),
                     ));
                 }
-                crate::tasks::spawn_all(io.clone(), core.clone(), presence_rx);
+                crate::tasks::spawn_all(io.clone(), core.clone());
                 tokio::spawn(realtime::membership::resync_on_resubscribe(
                     io.clone(),
                     core.clone(),

@@ -14,7 +14,9 @@ use crate::domain::chat::ChatService;
 use crate::domain::feed::FeedService;
 use crate::domain::notifications::NotificationService;
 use crate::domain::preferences::PreferenceService;
-use crate::domain::presence::{PresenceEvent, PresenceService, RoomCounts};
+use crate::domain::presence::{
+    ActivityThrottle, AudienceCache, PresenceQueue, PresenceService, RoomCounts,
+};
 use crate::domain::typing::TypingTracker;
 use crate::metrics::Metrics;
 use crate::write_path::WritePath;
@@ -30,8 +32,12 @@ pub struct Core {
     pub writes: WritePath,
     pub jwt: JwtKeys,
     pub presence: PresenceService,
-    /// Presence changes waiting to be announced by the presence task.
-    pub presence_events: tokio::sync::mpsc::UnboundedSender<PresenceEvent>,
+    /// Presence changes waiting to be announced by the presence workers.
+    pub presence_events: PresenceQueue,
+    /// Who hears each user's presence, cached.
+    pub presence_audience: AudienceCache,
+    /// At most one announced activity per user per window.
+    pub presence_activity: ActivityThrottle,
     /// Rooms whose online count may have changed, for the `presence:room_count` flush.
     pub room_counts: RoomCounts,
     pub chat: ChatService,

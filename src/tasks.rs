@@ -7,24 +7,16 @@ use std::time::Duration;
 use chrono::Utc;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
-use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::domain::presence::PresenceEvent;
 use crate::realtime::emit::Emitter;
 use crate::realtime::presence;
 use crate::state::Core;
 
 /// Starts every background task of this node.
-pub fn spawn_all<A: Adapter>(
-    io: SocketIo<A>,
-    core: Arc<Core>,
-    presence_events: UnboundedReceiver<PresenceEvent>,
-) {
-    tokio::spawn(presence::announce(
-        io.clone(),
-        core.clone(),
-        presence_events,
-    ));
+pub fn spawn_all<A: Adapter>(io: SocketIo<A>, core: Arc<Core>) {
+    for worker in 0..core.config.presence_workers.max(1) {
+        tokio::spawn(presence::announce(io.clone(), core.clone(), worker));
+    }
     tokio::spawn(crate::realtime::room_presence::count_flusher(
         io.clone(),
         core.clone(),
@@ -180,7 +172,8 @@ async fn idle_sweeper(core: Arc<Core>) {
         match core.presence.store.sweep_idle(Utc::now() - timeout).await {
             Ok(users) => {
                 for user in users {
-                    presence::queue_status(&core, &user, crate::domain::presence::Status::Away);
+                    presence::queue_status(&core, &user, crate::domain::presence::Status::Away)
+                        .await;
                 }
             }
             Err(e) => tracing::warn!(task = "idle_sweeper", error = ?e, "sweep failed"),

@@ -8,6 +8,7 @@ import { describe, it } from 'node:test';
 import { ackError, ackOk, assertIncludes, rfc3339 } from '../lib/assertions.mjs';
 import { createDirect, setPreferences } from '../lib/chat.mjs';
 import { emitAck, none, once, record } from '../lib/client.mjs';
+import { clusterSize } from '../lib/cluster.mjs';
 import { makeUser, useServer } from '../lib/harness.mjs';
 
 const about = (userId, status) => (p) => p?.userId === userId && (status === undefined || p.status === status);
@@ -199,5 +200,76 @@ describe('presence idle (IDLE_TIMEOUT_MS=400)', () => {
     const stays = none(ws, 'presence:update', 800, about(subject.id));
     ackOk(await emitAck(socket, 'notifications:subscribe', {}));
     assert.equal(await stays, true, 'a chosen away changed on an event');
+  });
+});
+
+describe('presence:activity throttle (PRESENCE_ACTIVITY_THROTTLE_MS=500)', () => {
+  const WINDOW_MS = 500;
+  const ctx = useServer({ PRESENCE_ACTIVITY_THROTTLE_MS: String(WINDOW_MS) });
+
+  it('a client looping presence:activity is announced at most once per window, the latest last', async () => {
+    const { subject, ws } = await watched(ctx.server, 'loop');
+    const { socket } = await subject.connect();
+    const seen = record(ws, 'presence:friend_activity', about(subject.id));
+    const started = Date.now();
+    // 1000 activities, 50 in flight at a time, the last one alone: each is acknowledged `{}`.
+    for (let i = 0; i < 999; i += 50) {
+      const n = Math.min(50, 999 - i);
+      const acks = await Promise.all(
+        Array.from({ length: n }, (_, j) => emitAck(socket, 'presence:activity', { activity: `step:${i + j}` }, 10000)),
+      );
+      for (const ack of acks) assert.deepEqual(ack, { ok: true });
+    }
+    assert.deepEqual(await emitAck(socket, 'presence:activity', { activity: 'step:999' }), { ok: true });
+    await seen.until((list) => list.at(-1)?.activity === 'step:999', 4000);
+    const elapsed = Date.now() - started;
+    // One at the start, then at most one per window that ended (plus one for timing slack).
+    const bound = Math.ceil(elapsed / WINDOW_MS) + 2;
+    assert.ok(seen.items.length <= bound, `${seen.items.length} announcements in ${elapsed} ms (bound ${bound})`);
+    assert.equal(await none(ws, 'presence:friend_activity', WINDOW_MS + 300, about(subject.id)), true, 'an announcement after the latest');
+    assert.equal(seen.items.at(-1).activity, 'step:999');
+    seen.stop();
+  });
+
+  it('PUT /presence/activity is throttled the same way, and always answers with the latest', async () => {
+    const { subject, ws } = await watched(ctx.server, 'putloop');
+    await subject.connect();
+    const seen = record(ws, 'presence:friend_activity', about(subject.id));
+    const started = Date.now();
+    for (let i = 0; i < 20; i++) {
+      const put = await subject.api('PUT', '/presence/activity', { body: { activity: `put:${i}` } });
+      assert.equal(put.status, 200);
+      assertIncludes(put.body, { activity: `put:${i}` });
+    }
+    await seen.until((list) => list.at(-1)?.activity === 'put:19', 4000);
+    // The throttle is per node: in a cluster, REST calls spread over the nodes.
+    const bound = (Math.ceil((Date.now() - started) / WINDOW_MS) + 2) * Math.max(1, clusterSize());
+    assert.ok(seen.items.length <= bound, `${seen.items.length} announcements of 20 quick PUTs (bound ${bound})`);
+    seen.stop();
+  });
+});
+
+describe('presence audience follows the follow graph at once', () => {
+  const ctx = useServer();
+
+  it('a new follower gets the next update; an unfollower gets none', async () => {
+    const { subject, ws } = await watched(ctx.server, 'aud');
+    const online = update(ws, subject.id, 'online');
+    const { socket } = await subject.connect();
+    await online; // the subject's audience is cached now
+    const late = await makeUser(ctx.server, 'audlate');
+    const { socket: ls } = await late.connect();
+    await follow(ctx.server, late, subject);
+    const heard = update(ls, subject.id, 'busy');
+    ackOk(await emitAck(socket, 'presence:status', { status: 'busy' }));
+    await heard;
+
+    const res = await ctx.server.service('DELETE', '/follows', { followerId: late.id, followeeId: subject.id });
+    assert.ok(res.status < 300, `unfollow failed: ${res.status}`);
+    const unheard = none(ls, 'presence:update', 800, about(subject.id));
+    const stillHeard = update(ws, subject.id, 'away');
+    ackOk(await emitAck(socket, 'presence:status', { status: 'away' }));
+    await stillHeard;
+    assert.equal(await unheard, true, 'an unfollower still got presence:update');
   });
 });

@@ -119,6 +119,7 @@ async fn resubscribe(subscriber: &SubscriberClient, core: &Core) -> bool {
     match subscriber.subscribe(channel).await {
         Ok(()) => {
             core.chat.forget_all_local();
+            core.presence_audience.forget_all_local();
             true
         }
         Err(e) => {
@@ -145,6 +146,7 @@ pub async fn listen(subscriber: SubscriberClient, core: Arc<Core>) {
                 }
                 tracing::info!("invalidation subscriber reconnected; clearing caches");
                 core.chat.forget_all_local();
+                core.presence_audience.forget_all_local();
                 unsubscribed = !resubscribe(&subscriber, &core).await;
                 continue;
             }
@@ -160,6 +162,7 @@ pub async fn listen(subscriber: SubscriberClient, core: Arc<Core>) {
                 // Some invalidations were missed: forget everything rather than serve stale data.
                 tracing::warn!(missed = n, "cache invalidations lagged; clearing caches");
                 core.chat.forget_all_local();
+                core.presence_audience.forget_all_local();
                 continue;
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
@@ -169,12 +172,21 @@ pub async fn listen(subscriber: SubscriberClient, core: Arc<Core>) {
         };
         match Invalidation::decode(&text) {
             Some(Invalidation::Room(id)) => core.chat.forget_local(&id),
-            Some(Invalidation::All) => core.chat.forget_all_local(),
-            Some(Invalidation::Typing(user_id)) => {
-                let _ = core
-                    .presence_events
-                    .send(PresenceEvent::TypingEnded { user_id });
+            Some(Invalidation::All) => {
+                core.chat.forget_all_local();
+                core.presence_audience.forget_all_local();
             }
+            Some(Invalidation::Typing(user_id)) => {
+                // Queued from a task of its own: a full presence queue must not hold up the
+                // invalidations behind this one.
+                let core = core.clone();
+                tokio::spawn(async move {
+                    core.presence_events
+                        .push(PresenceEvent::TypingEnded { user_id })
+                        .await;
+                });
+            }
+            Some(Invalidation::Audience(user_id)) => core.presence_audience.forget_local(&user_id),
             None => tracing::debug!(payload = %text, "unknown invalidation"),
         }
     }

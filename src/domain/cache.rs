@@ -14,15 +14,18 @@ pub enum Invalidation {
     Typing(String),
     /// Some invalidations could not be published: every node drops every cached entry.
     All,
+    /// Who hears about the user's presence (follows, `shareOnlineStatus`).
+    Audience(String),
 }
 
 impl Invalidation {
-    /// The wire form used between nodes: `room:<id>` / `typing:<user>`.
+    /// The wire form used between nodes: `room:<id>` / `typing:<user>` / `audience:<user>`.
     pub fn encode(&self) -> String {
         match self {
             Self::Room(id) => format!("room:{id}"),
             Self::Typing(user) => format!("typing:{user}"),
             Self::All => "all".to_owned(),
+            Self::Audience(user) => format!("audience:{user}"),
         }
     }
 
@@ -32,6 +35,9 @@ impl Invalidation {
         }
         if let Some(id) = s.strip_prefix("room:") {
             return Some(Self::Room(id.to_owned()));
+        }
+        if let Some(user) = s.strip_prefix("audience:") {
+            return Some(Self::Audience(user.to_owned()));
         }
         s.strip_prefix("typing:")
             .map(|user| Self::Typing(user.to_owned()))
@@ -83,6 +89,7 @@ mod tests {
             Invalidation::Room("r:1".into()),
             Invalidation::Typing("u:2".into()),
             Invalidation::All,
+            Invalidation::Audience("u:3".into()),
         ] {
             assert_eq!(Invalidation::decode(&i.encode()), Some(i));
         }

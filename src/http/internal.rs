@@ -146,6 +146,10 @@ async fn follow<A: Adapter>(
     Json(body): Json<FollowBody>,
 ) -> AppResult<Response> {
     follows::follow(&state.core.writes, &body.follower_id, &body.followee_id).await?;
+    state
+        .core
+        .presence_audience
+        .changed(state.core.bus.as_ref(), &body.followee_id);
     Ok(
         Json(json!({ "followerId": body.follower_id, "followeeId": body.followee_id }))
             .into_response(),
@@ -159,6 +163,10 @@ async fn unfollow<A: Adapter>(
     Json(body): Json<FollowBody>,
 ) -> AppResult<Response> {
     follows::unfollow(&state.core.writes, &body.follower_id, &body.followee_id).await?;
+    state
+        .core
+        .presence_audience
+        .changed(state.core.bus.as_ref(), &body.followee_id);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -109,5 +109,12 @@ async fn put_preferences<A: Adapter>(
         .preferences
         .update(&user.id, &body.preferences)
         .await?;
+    if body.preferences.contains_key("shareOnlineStatus") {
+        // Who hears the user's presence depends on it: cached audiences must not outlive it.
+        state
+            .core
+            .presence_audience
+            .changed(state.core.bus.as_ref(), &user.id);
+    }
     Ok(Json(json!({ "preferences": prefs.to_json() })).into_response())
 }

@@ -104,7 +104,7 @@ impl<A: Adapter> EventCtx<A> {
         }
         let user = &self.user.id;
         match core.presence.store.touch(user, chrono::Utc::now()).await {
-            Ok(Some(status)) => super::presence::queue_status(core, user, status),
+            Ok(Some(status)) => super::presence::queue_status(core, user, status).await,
             Ok(None) => {}
             Err(e) => tracing::warn!(%user, error = ?e, "recording activity failed"),
         }

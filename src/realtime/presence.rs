@@ -1,5 +1,6 @@
 //! Presence over Socket.IO: the `presence:*` events, the lifecycle hooks the connection
-//! handlers call, and the task that announces queued presence changes.
+//! handlers call, the activity throttle's windows, and the workers that announce queued
+//! presence changes.
 
 use std::sync::Arc;
 
@@ -9,7 +10,6 @@ use serde_json::{Map, Value, json};
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
-use tokio::sync::mpsc::UnboundedReceiver;
 use validator::Validate;
 
 use super::ack::{Payload, parse};
@@ -17,7 +17,9 @@ use super::context::EventCtx;
 use super::emit::Emitter;
 use super::rooms;
 use crate::auth::AuthUser;
-use crate::domain::presence::{PresenceEvent, Status, StatusChange};
+use crate::domain::presence::{
+    ActivityUpdate, Offer, Pending, PresenceEvent, Status, StatusChange,
+};
 use crate::error::{AppError, AppResult};
 use crate::state::Core;
 
@@ -37,8 +39,13 @@ pub struct ActivityPayload {
     pub metadata: Option<Map<String, Value>>,
 }
 
-/// Stores the activity and queues its announcement; shared by both transports.
-pub async fn set_activity(core: &Core, user_id: &str, payload: ActivityPayload) -> AppResult<()> {
+/// Stores the activity and announces it, throttled per user (`PRESENCE_ACTIVITY_THROTTLE_MS`);
+/// shared by both transports. The caller's answer never waits for the announcement.
+pub async fn set_activity(
+    core: &Arc<Core>,
+    user_id: &str,
+    payload: ActivityPayload,
+) -> AppResult<()> {
     let metadata = payload.metadata.map(Value::Object).unwrap_or(Value::Null);
     if metadata.to_string().len() > MAX_METADATA_BYTES {
         return Err(AppError::field(
@@ -50,15 +57,46 @@ pub async fn set_activity(core: &Core, user_id: &str, payload: ActivityPayload) 
         .store
         .set_activity(user_id, &payload.activity, metadata.clone(), Utc::now())
         .await?;
-    queue(
-        core,
-        PresenceEvent::Activity {
-            user_id: user_id.to_owned(),
-            activity: payload.activity,
-            metadata,
-        },
-    );
+    let update = ActivityUpdate {
+        activity: payload.activity,
+        metadata,
+    };
+    match core.presence_activity.offer(user_id, update) {
+        Offer::Now(update) => {
+            queue_activity(core, user_id, update).await;
+            if !core.presence_activity.window().is_zero() {
+                tokio::spawn(activity_window(core.clone(), user_id.to_owned()));
+            }
+        }
+        Offer::Held => {}
+    }
     Ok(())
+}
+
+async fn queue_activity(core: &Core, user_id: &str, update: ActivityUpdate) {
+    core.presence_events
+        .push(PresenceEvent::Activity {
+            user_id: user_id.to_owned(),
+            activity: update.activity,
+            metadata: update.metadata,
+        })
+        .await;
+}
+
+/// One user's throttle windows, back to back while activities keep coming: at the end of
+/// each, the latest activity held in it is announced (and the next window starts).
+async fn activity_window(core: Arc<Core>, user_id: String) {
+    let window = core.presence_activity.window();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(window) => {}
+            () = core.shutdown.cancelled() => return,
+        }
+        match core.presence_activity.window_ended(&user_id) {
+            Some(update) => queue_activity(&core, &user_id, update).await,
+            None => return,
+        }
+    }
 }
 
 async fn on_activity<A: Adapter>(
@@ -105,57 +143,58 @@ async fn on_status<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, 
             .set_status(&user.id, status, now)
             .await?
         {
-            queue_status(core, &user.id, status);
+            queue_status(core, &user.id, status).await;
         }
         Ok(json!({}))
     })
     .await;
 }
 
-fn queue(core: &Core, event: PresenceEvent) {
-    // Only fails when the announcer has stopped, i.e. during shutdown.
-    let _ = core.presence_events.send(event);
-}
-
-/// Queues a status change of `user_id` for announcement.
-pub fn queue_status(core: &Core, user_id: &str, status: Status) {
-    queue(
-        core,
-        PresenceEvent::Status(StatusChange {
+/// Queues a status change of `user_id` for announcement; waits only while the presence queue
+/// is full (`PRESENCE_QUEUE_MAX` distinct users).
+pub async fn queue_status(core: &Core, user_id: &str, status: Status) {
+    core.presence_events
+        .push(PresenceEvent::Status(StatusChange {
             user_id: user_id.to_owned(),
             status,
             last_seen: Utc::now(),
-        }),
-    );
+        }))
+        .await;
 }
 
 /// A socket of `user_id` finished connecting.
 pub async fn socket_ready(core: &Core, user_id: &str) {
     match core.presence.store.came_online(user_id, Utc::now()).await {
-        Ok(Some(status)) => queue_status(core, user_id, status),
+        Ok(Some(status)) => queue_status(core, user_id, status).await,
         Ok(None) => {}
         Err(e) => tracing::warn!(user = user_id, error = ?e, "presence update failed"),
     }
 }
 
-/// Users whose grace period ended: store their `lastSeen` and announce them offline.
-pub async fn went_offline(core: &Core, users: Vec<String>) {
+/// Users whose grace period ended: store their `lastSeen` and announce them offline. The
+/// announcements are queued from a task of their own, so a full presence queue slows them down
+/// without holding up the caller (the reaper, which also keeps this node's heartbeat).
+pub async fn went_offline(core: &Arc<Core>, users: Vec<String>) {
     let now = Utc::now();
-    for user_id in users {
+    for user_id in &users {
         if core.db_status.is_down() {
             tracing::warn!(user = %user_id, "database down: lastSeen not stored");
-        } else if let Err(e) = core.presence.record_last_seen(&user_id, now).await {
+        } else if let Err(e) = core.presence.record_last_seen(user_id, now).await {
             tracing::warn!(user = %user_id, error = %e, "storing lastSeen failed");
         }
-        queue(
-            core,
-            PresenceEvent::Status(StatusChange {
-                user_id,
-                status: Status::Offline,
-                last_seen: now,
-            }),
-        );
     }
+    let core = core.clone();
+    tokio::spawn(async move {
+        for user_id in users {
+            core.presence_events
+                .push(PresenceEvent::Status(StatusChange {
+                    user_id,
+                    status: Status::Offline,
+                    last_seen: now,
+                }))
+                .await;
+        }
+    });
 }
 
 /// This node had been given up for dead (e.g. Redis was unreachable for longer than the node
@@ -188,69 +227,29 @@ pub async fn reregister_local<A: Adapter>(io: &SocketIo<A>, core: &Core) {
     }
 }
 
-/// Announces queued presence changes to each user's audience, in order, until shutdown. An
-/// audience is named in chunks of at most `FAN_OUT_CHUNK` rooms per emit, like the feed.
-pub async fn announce<A: Adapter>(
-    io: SocketIo<A>,
-    core: Arc<Core>,
-    mut events: UnboundedReceiver<PresenceEvent>,
-) {
-    tracing::debug!("presence announcer started");
+/// One presence worker (`PRESENCE_WORKERS` run per node): takes users from the presence queue
+/// and announces what waits for them, until shutdown. The queue never hands one user to two
+/// workers at once, so each user's changes arrive in order. An audience is named in chunks of
+/// at most `FAN_OUT_CHUNK` rooms per emit, like the feed.
+pub async fn announce<A: Adapter>(io: SocketIo<A>, core: Arc<Core>, worker: usize) {
+    tracing::debug!(worker, "presence worker started");
     loop {
-        let event = tokio::select! {
-            event = events.recv() => match event { Some(e) => e, None => break },
-            () = core.shutdown.cancelled() => break,
+        let next = tokio::select! {
+            next = core.presence_events.next() => next,
+            () = core.shutdown.cancelled() => None,
         };
-        let user_id = match &event {
-            PresenceEvent::Status(change) => change.user_id.clone(),
-            PresenceEvent::Activity { user_id, .. } => user_id.clone(),
-            PresenceEvent::TypingEnded { user_id } => {
-                super::chat::clear_typing(&io, &core, user_id).await;
-                continue;
-            }
+        let Some((user_id, pending)) = next else {
+            break;
         };
         if core.db_status.is_down() {
             // The audience lives in the database: skip rather than stall every later change.
             tracing::debug!(user = %user_id, "database down: presence change not announced");
-            continue;
+        } else {
+            announce_user(&io, &core, &user_id, pending).await;
         }
-        let audience = match core.presence.audience(&core.preferences, &user_id).await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(user = %user_id, error = %e, "presence audience failed");
-                continue;
-            }
-        };
-        let emitter = Emitter::server(&io, &core);
-        let mut targets: Vec<String> = audience.iter().map(|u| rooms::user(u)).collect();
-        match event {
-            PresenceEvent::Status(change) => {
-                // Watchers of the user's rooms hear status changes too, in the same emits, so a
-                // socket that is both a follower's and a watcher's gets each change once.
-                targets.extend(super::room_presence::watch_targets(&core, &user_id).await);
-                let payload = json!({
-                    "userId": change.user_id,
-                    "status": change.status,
-                    "lastSeen": crate::time::rfc3339(&change.last_seen),
-                });
-                emitter.fan_out(targets, "presence:update", &payload).await;
-            }
-            PresenceEvent::TypingEnded { .. } => {}
-            PresenceEvent::Activity {
-                user_id,
-                activity,
-                metadata,
-            } => {
-                if targets.is_empty() {
-                    continue;
-                }
-                let payload =
-                    json!({ "userId": user_id, "activity": activity, "metadata": metadata });
-                emitter
-                    .fan_out(targets, "presence:friend_activity", &payload)
-                    .await;
-            }
-        }
+        core.presence_events.done(&user_id);
     }
-    tracing::debug!("presence announcer stopped");
+    // Senders waiting for room must not wait forever once nobody takes from the queue.
+    core.presence_events.close();
+    tracing::debug!(worker, "presence worker stopped");
 }

@@ -407,7 +407,7 @@ async fn presence_fan_out_is_chunked(backend: Backend) {
     assert!(store.reserve_connection("star", "sid", 10).await.unwrap());
     let status = store.came_online("star", Utc::now()).await.unwrap();
     let status = status.expect("star comes online");
-    switchboard::realtime::presence::queue_status(&app.core, "star", status);
+    switchboard::realtime::presence::queue_status(&app.core, "star", status).await;
 
     let metrics = &app.core.metrics;
     until("the presence announcement", || {

@@ -18,6 +18,7 @@ mod load;
 mod migrations;
 mod outage;
 mod presence;
+mod presence_pipeline;
 mod profile_names;
 mod rest_auth;
 mod sqlite_urls;

@@ -144,6 +144,12 @@ impl ChatService {
         self.bus.publish(Invalidation::Room(room_id.to_owned()));
     }
 
+    /// Moves whenever any room's membership changes, here or on another node: caches derived
+    /// from memberships (presence audiences) compare it to know they are stale.
+    pub fn membership_generation(&self) -> u64 {
+        self.generation.current()
+    }
+
     /// Forgets every cached membership on this node.
     pub fn forget_all_local(&self) {
         self.generation.bump();

@@ -150,6 +150,8 @@ impl ChatService {
             }
             Err(e) => return Err(e.into()),
         }
+        // New memberships: what is derived from memberships (presence audiences) is stale.
+        self.invalidate(&room_id);
         let room = self.load_room_for(&room_id, Some(creator)).await?;
         Ok((room.for_viewer(creator), true))
     }

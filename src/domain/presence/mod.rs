@@ -3,11 +3,17 @@
 //! makes every transition atomically, so each real change is reported exactly once; the
 //! [`PresenceService`] adds the rules that need the database (audience, privacy, `lastSeen`).
 
+mod audience;
 mod memory;
+mod queue;
 pub mod rooms;
+mod throttle;
 
+pub use audience::{Audience, AudienceCache};
 pub use memory::MemoryPresence;
+pub use queue::{ActivityUpdate, Pending, PresenceQueue};
 pub use rooms::{RoomCounts, RoomPresencePage, room_presence};
+pub use throttle::{ActivityThrottle, Offer};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -182,6 +188,26 @@ impl PresenceService {
         if !prefs.get(user_id).await?.share_online_status {
             return Ok(Vec::new());
         }
+        self.followers_and_partners(user_id).await
+    }
+
+    /// Everything an announcement of `user_id`'s presence needs to know about its audience,
+    /// with the privacy switch read once: what [`AudienceCache`] holds.
+    pub async fn load_audience(
+        &self,
+        prefs: &PreferenceService,
+        user_id: &str,
+    ) -> AppResult<Audience> {
+        if !prefs.get(user_id).await?.share_online_status {
+            return Ok(Audience::default());
+        }
+        Ok(Audience {
+            users: self.followers_and_partners(user_id).await?,
+            rooms: crate::domain::chat::room_ids_of(&self.db, user_id).await?,
+        })
+    }
+
+    async fn followers_and_partners(&self, user_id: &str) -> AppResult<Vec<String>> {
         let mut audience: Vec<String> = follow::Entity::find()
             .select_only()
             .column(follow::Column::FollowerId)
@@ -360,7 +386,8 @@ impl PresenceService {
 pub const ONLINE_FRIENDS_SCAN: usize = 5000;
 
 /// Something to tell a user's audience, queued from wherever it was noticed (event handlers,
-/// timers, sweepers) and announced in order by one task.
+/// timers, sweepers) on the [`PresenceQueue`], which keeps only the latest of each kind per user
+/// and announces each user's in order.
 #[derive(Clone, Debug)]
 pub enum PresenceEvent {
     Status(StatusChange),
