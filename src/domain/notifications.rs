@@ -128,17 +128,8 @@ impl NotificationService {
         if input.expires_at.is_some_and(|at| at <= now) {
             return Ok(Vec::new());
         }
-        let actor_name = match &input.actor_id {
-            Some(id) => user::Entity::find_by_id(id.as_str())
-                .select_only()
-                .column(user::Column::Name)
-                .into_tuple::<String>()
-                .one(&self.db)
-                .await?
-                .or_else(|| Some(id.clone())),
-            None => None,
-        };
-        let mut created = Vec::new();
+        let actor_name = actor_name(&self.db, input.actor_id.as_deref()).await?;
+        let mut created: Vec<Notification> = Vec::new();
         if input.dedup_key.is_some() {
             // The dedup check locks the user's row, which must exist.
             crate::domain::chat::rooms::ensure_users(
@@ -148,21 +139,7 @@ impl NotificationService {
             .await?;
         }
         for user_id in &input.user_ids {
-            let row = notification::ActiveModel {
-                id: Set(crate::domain::chat::new_id()),
-                user_id: Set(user_id.clone()),
-                notification_type: Set(input.notification_type.clone()),
-                title: Set(input.title.clone()),
-                message: Set(input.message.clone()),
-                data: Set(input.data.to_string()),
-                priority: Set(input.priority.clone()),
-                actor_id: Set(input.actor_id.clone()),
-                actor_name: Set(actor_name.clone()),
-                is_read: Set(false),
-                created_at: Set(now),
-                expires_at: Set(input.expires_at),
-                dedup_key: Set(input.dedup_key.clone()),
-            };
+            let row = new_row(&input, user_id, actor_name.clone(), now);
             let stored = match &input.dedup_key {
                 None => {
                     notification::Entity::insert(row)
@@ -174,17 +151,9 @@ impl NotificationService {
                     None => continue,
                 },
             };
-            let deliver = prefs
-                .get(user_id)
-                .await?
-                .channels_for(&input.notification_type)
-                .in_app;
-            created.push(Created {
-                notification: stored.into(),
-                deliver,
-            });
+            created.push(stored.into());
         }
-        Ok(created)
+        with_delivery(prefs, created).await
     }
 
     /// Unread, unexpired notifications of a user.
@@ -247,6 +216,87 @@ impl NotificationService {
             .await?;
         Ok(result.rows_affected)
     }
+}
+
+/// The stored name of the actor, falling back to the id (an actor who never connected).
+async fn actor_name(
+    db: &impl ConnectionTrait,
+    actor_id: Option<&str>,
+) -> Result<Option<String>, sea_orm::DbErr> {
+    let Some(id) = actor_id else {
+        return Ok(None);
+    };
+    let name = user::Entity::find_by_id(id)
+        .select_only()
+        .column(user::Column::Name)
+        .into_tuple::<String>()
+        .one(db)
+        .await?;
+    Ok(name.or_else(|| Some(id.to_owned())))
+}
+
+fn new_row(
+    input: &NewNotification,
+    user_id: &str,
+    actor_name: Option<String>,
+    now: DateTime<Utc>,
+) -> notification::ActiveModel {
+    notification::ActiveModel {
+        id: Set(crate::domain::chat::new_id()),
+        user_id: Set(user_id.to_owned()),
+        notification_type: Set(input.notification_type.clone()),
+        title: Set(input.title.clone()),
+        message: Set(input.message.clone()),
+        data: Set(input.data.to_string()),
+        priority: Set(input.priority.clone()),
+        actor_id: Set(input.actor_id.clone()),
+        actor_name: Set(actor_name),
+        is_read: Set(false),
+        created_at: Set(now),
+        expires_at: Set(input.expires_at),
+        dedup_key: Set(input.dedup_key.clone()),
+    }
+}
+
+/// Stores one notification per user on `db` without dedup or expiry checks: for notifications
+/// that must commit or fail together with the change that causes them, `db` being that
+/// change's transaction (a group's invites are written with the group).
+pub(crate) async fn insert_in(
+    db: &impl ConnectionTrait,
+    input: &NewNotification,
+) -> Result<Vec<Notification>, sea_orm::DbErr> {
+    let now = Utc::now();
+    let actor_name = actor_name(db, input.actor_id.as_deref()).await?;
+    let mut stored = Vec::with_capacity(input.user_ids.len());
+    for user_id in &input.user_ids {
+        let row = new_row(input, user_id, actor_name.clone(), now);
+        let model = notification::Entity::insert(row)
+            .exec_with_returning(db)
+            .await?;
+        stored.push(model.into());
+    }
+    Ok(stored)
+}
+
+/// Pairs stored notifications with whether each goes out live (in-app delivery on for its
+/// type in the recipient's preferences).
+pub async fn with_delivery(
+    prefs: &PreferenceService,
+    stored: Vec<Notification>,
+) -> AppResult<Vec<Created>> {
+    let mut created = Vec::with_capacity(stored.len());
+    for notification in stored {
+        let deliver = prefs
+            .get(&notification.user_id)
+            .await?
+            .channels_for(&notification.notification_type)
+            .in_app;
+        created.push(Created {
+            notification,
+            deliver,
+        });
+    }
+    Ok(created)
 }
 
 /// Inserts `row` unless the user got a notification with `key` in the last 24 h. Concurrent

@@ -15,4 +15,4 @@ pub mod presence;
 pub mod rooms;
 
 pub use connection::{NAMESPACE, grace, on_connect};
-pub use membership::{announce_added, announce_removed};
+pub use membership::{announce_added, announce_removed, deliver_invites};

@@ -10,6 +10,7 @@ mod chat;
 mod cluster;
 mod config;
 mod health;
+mod integrity;
 mod migrations;
 mod presence;
 mod rest_auth;

@@ -21,7 +21,7 @@ pub use content::sanitize;
 pub use messages::{History, HistoryQuery, NewMessage, Sent};
 pub use model::{Member, Message, MessageType, Room, RoomChange, RoomType};
 pub use receipts::Watermark;
-pub use rooms::{MemberChange, NewRoom, RoomPage};
+pub use rooms::{CreatedRoom, MemberChange, NewRoom, RoomPage, group_invite};
 
 use crate::domain::cache::{CacheBus, Generation, Invalidation};
 use crate::domain::rate_limit::RateLimiter;
@@ -134,76 +134,85 @@ impl ChatService {
 
     /// Loads full room objects (members with names), in the order of `rows`.
     async fn load_rooms(&self, rows: Vec<room::Model>) -> AppResult<Vec<Room>> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-        let member_rows = room_member::Entity::find()
-            .filter(room_member::Column::RoomId.is_in(ids))
-            .all(&self.db)
-            .await?;
-        let names = self
-            .names_of(member_rows.iter().map(|m| m.user_id.clone()))
-            .await?;
-        let mut by_room: HashMap<String, Vec<Member>> = HashMap::new();
-        for m in member_rows {
-            let name = names
-                .get(&m.user_id)
-                .cloned()
-                .unwrap_or_else(|| m.user_id.clone());
-            by_room.entry(m.room_id).or_default().push(Member {
-                user_id: m.user_id,
-                name,
-                role: m.role,
-                joined_at: m.joined_at,
-                read_seq: m.read_seq,
-            });
-        }
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                let mut members = by_room.remove(&row.id).unwrap_or_default();
-                members.sort_by(|a, b| {
-                    a.joined_at
-                        .cmp(&b.joined_at)
-                        .then(a.user_id.cmp(&b.user_id))
-                });
-                Room::from_row(row, members)
-            })
-            .collect())
+        load_rooms_on(&self.db, rows).await
     }
 
     /// One full room. `NOT_FOUND` if it does not exist.
     pub async fn load_room(&self, room_id: &str) -> AppResult<Room> {
-        let row = room::Entity::find_by_id(room_id)
-            .one(&self.db)
-            .await?
-            .ok_or_else(|| AppError::NotFound("room not found".into()))?;
-        self.load_rooms(vec![row])
-            .await?
-            .pop()
-            .ok_or_else(|| AppError::NotFound("room not found".into()))
+        load_room_on(&self.db, room_id).await
     }
+}
 
-    /// Display names of users, by id.
-    async fn names_of(
-        &self,
-        ids: impl Iterator<Item = String>,
-    ) -> AppResult<HashMap<String, String>> {
-        let ids: HashSet<String> = ids.collect();
-        if ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows = user::Entity::find()
-            .select_only()
-            .column(user::Column::Id)
-            .column(user::Column::Name)
-            .filter(user::Column::Id.is_in(ids))
-            .into_tuple::<(String, String)>()
-            .all(&self.db)
-            .await?;
-        Ok(rows.into_iter().collect())
+/// [`ChatService::load_rooms`] on any connection, e.g. inside the transaction that just wrote
+/// the room, so its answer cannot fail after the commit.
+async fn load_rooms_on(db: &impl ConnectionTrait, rows: Vec<room::Model>) -> AppResult<Vec<Room>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
     }
+    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let member_rows = room_member::Entity::find()
+        .filter(room_member::Column::RoomId.is_in(ids))
+        .all(db)
+        .await?;
+    let names = names_of(db, member_rows.iter().map(|m| m.user_id.clone())).await?;
+    let mut by_room: HashMap<String, Vec<Member>> = HashMap::new();
+    for m in member_rows {
+        let name = names
+            .get(&m.user_id)
+            .cloned()
+            .unwrap_or_else(|| m.user_id.clone());
+        by_room.entry(m.room_id).or_default().push(Member {
+            user_id: m.user_id,
+            name,
+            role: m.role,
+            joined_at: m.joined_at,
+            read_seq: m.read_seq,
+        });
+    }
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let mut members = by_room.remove(&row.id).unwrap_or_default();
+            members.sort_by(|a, b| {
+                a.joined_at
+                    .cmp(&b.joined_at)
+                    .then(a.user_id.cmp(&b.user_id))
+            });
+            Room::from_row(row, members)
+        })
+        .collect())
+}
+
+/// [`ChatService::load_room`] on any connection.
+pub(crate) async fn load_room_on(db: &impl ConnectionTrait, room_id: &str) -> AppResult<Room> {
+    let row = room::Entity::find_by_id(room_id)
+        .one(db)
+        .await?
+        .ok_or_else(|| AppError::NotFound("room not found".into()))?;
+    load_rooms_on(db, vec![row])
+        .await?
+        .pop()
+        .ok_or_else(|| AppError::NotFound("room not found".into()))
+}
+
+/// Display names of users, by id.
+async fn names_of(
+    db: &impl ConnectionTrait,
+    ids: impl Iterator<Item = String>,
+) -> AppResult<HashMap<String, String>> {
+    let ids: HashSet<String> = ids.collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = user::Entity::find()
+        .select_only()
+        .column(user::Column::Id)
+        .column(user::Column::Name)
+        .filter(user::Column::Id.is_in(ids))
+        .into_tuple::<(String, String)>()
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Ids of every room the user is a member of; sockets join these on connect.
