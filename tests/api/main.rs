@@ -9,6 +9,7 @@ mod auth;
 mod chat;
 mod cluster;
 mod config;
+mod fuzz;
 mod health;
 mod integrity;
 mod migrations;
