@@ -19,7 +19,7 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use socketioxide::adapter::Adapter;
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
@@ -43,6 +43,7 @@ pub fn router<A: Adapter>(state: AppState<A>) -> Router {
         .nest("/api/v1/realtime", api)
         .nest("/api/v1/internal", internal::router())
         .fallback(not_found)
+        .layer(middleware::from_fn(reject_nul_path))
         // Outermost first: trace everything, then the body limit (known to the extractor so
         // its 413 can state it), then per-route metrics.
         .layer(
@@ -90,6 +91,15 @@ pub fn cors(config: &Config) -> anyhow::Result<CorsLayer> {
 
 async fn not_found() -> AppError {
     AppError::NotFound("no such route".into())
+}
+
+/// A path segment with a NUL character can name nothing, and PostgreSQL refuses it in a query:
+/// such a request is a 400 before any handler sees it (see [`crate::input`]).
+async fn reject_nul_path(request: Request, next: Next) -> Response {
+    if request.uri().path().contains("%00") {
+        return AppError::field("path", "must not contain NUL characters").into_response();
+    }
+    next.run(request).await
 }
 
 /// Counts requests by matched route (not raw path, which would explode label cardinality).

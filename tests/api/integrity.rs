@@ -283,7 +283,58 @@ async fn concurrent_preference_updates_keep_every_key(backend: Backend) {
     }
 }
 
+/// A NUL character anywhere in input (body, query, path) is refused as `INVALID_PAYLOAD` and
+/// stores nothing, on PostgreSQL (which cannot store it and used to answer 500) as on SQLite.
+async fn nul_characters_are_refused_everywhere(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let refused = |response: reqwest::Response| async move {
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["code"], "INVALID_PAYLOAD", "{body}");
+        body
+    };
+    let body = refused(
+        post(
+            &app,
+            "alice",
+            "/api/v1/realtime/chat/rooms",
+            json!({ "participants": ["bob", "eve\u{0}"], "type": "group", "name": "G" }),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(body["error"]["details"][0]["field"], "participants[1]");
+    refused(
+        post(
+            &app,
+            "alice",
+            "/api/v1/realtime/chat/rooms",
+            json!({ "participants": ["bob"], "type": "group", "name": "a\u{0}b" }),
+        )
+        .await,
+    )
+    .await;
+    for path in [
+        "/api/v1/realtime/chat/rooms/%00",
+        "/api/v1/realtime/chat/rooms/x%00y/messages",
+        "/api/v1/realtime/chat/rooms?before=%00",
+        "/api/v1/realtime/notifications?before=a%00",
+    ] {
+        let response = app
+            .client
+            .get(app.url(path))
+            .bearer_auth(app.token("alice"))
+            .send()
+            .await
+            .expect("a GET");
+        refused(response).await;
+    }
+    assert_eq!(count(&app, "SELECT count(*) FROM rooms").await, 0);
+}
+
 backend_tests!(
+    nul_characters_are_refused_everywhere,
     group_creation_is_atomic_with_its_invites,
     direct_rooms_of_lookalike_pairs_are_distinct,
     concurrent_preference_updates_keep_every_key
