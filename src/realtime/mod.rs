@@ -16,9 +16,9 @@ mod order;
 pub mod presence;
 pub mod room_presence;
 pub mod rooms;
-mod slow;
 pub mod slots;
+mod slow;
 
 pub use connection::{NAMESPACE, grace, on_connect};
-pub use membership::{announce_added, announce_removed};
+pub use membership::{announce_added, announce_removed, deliver_invites};
 pub use slow::sweeper as slow_socket_sweeper;

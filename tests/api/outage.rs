@@ -358,7 +358,12 @@ async fn health_and_calls_fail_fast_while_postgres_is_down_then_recover() {
     let pg = OwnPostgres::start().await;
     let app = spawn_app_on_database(
         &pg.url(),
-        &["--db-probe-interval-ms", "200", "--db-acquire-timeout-ms", "20000"],
+        &[
+            "--db-probe-interval-ms",
+            "200",
+            "--db-acquire-timeout-ms",
+            "20000",
+        ],
     )
     .await;
     let room = group(&app, "alice", &["bob"]).await;
