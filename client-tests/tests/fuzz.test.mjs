@@ -92,7 +92,13 @@ function assertWellFormed(event, payload, ack) {
 }
 
 describe('junk payloads for every client event', () => {
-  const ctx = useServer({ RATE_LIMIT_PER_MINUTE: '100000' });
+  const ctx = useServer({
+    RATE_LIMIT_PER_MINUTE: '100000',
+    // Many events in quick succession: the per-socket budget must not cut the fuzz short.
+    SOCKET_EVENT_BURST: '100000',
+    SOCKET_EVENTS_PER_SECOND: '100000',
+    SOCKET_FLOOD_REJECTIONS: '100000',
+  });
 
   it('every ack is well formed, refused messages take no seq, the socket stays up', { timeout: 60_000 }, async () => {
     const [a, b] = await makeUsers(ctx.server, 2, 'fuzz');

@@ -219,6 +219,7 @@ async fn messages_indexed_before_the_search_key_change_are_found(backend: Backen
     let alice = switchboard::auth::AuthUser {
         id: "alice".to_owned(),
         name: "Alice".to_owned(),
+        name_from_token: true,
     };
     for content in ["old pizza", "old pasta"] {
         let message = switchboard::domain::chat::NewMessage {
