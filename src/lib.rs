@@ -20,6 +20,8 @@ pub mod domain;
 pub mod error;
 /// The REST transport.
 pub mod http;
+/// Checks on raw input shared by both transports (no NUL characters anywhere).
+pub mod input;
 /// Prometheus metrics.
 pub mod metrics;
 /// The Socket.IO transport.

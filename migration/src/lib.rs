@@ -6,6 +6,8 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_create_schema;
 mod m20261122_000002_message_search;
+mod m20261201_000001_direct_room_key;
+mod m20261201_000002_message_search_id;
 
 /// Every migration in the order it must run.
 pub struct Migrator;
@@ -16,6 +18,8 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_create_schema::Migration),
             Box::new(m20261122_000002_message_search::Migration),
+            Box::new(m20261201_000001_direct_room_key::Migration),
+            Box::new(m20261201_000002_message_search_id::Migration),
         ]
     }
 }

@@ -135,16 +135,7 @@ impl NotificationService {
         if input.expires_at.is_some_and(|at| at <= now) {
             return Ok(Vec::new());
         }
-        let actor_name = match &input.actor_id {
-            Some(id) => user::Entity::find_by_id(id.as_str())
-                .select_only()
-                .column(user::Column::Name)
-                .into_tuple::<String>()
-                .one(&self.db)
-                .await?
-                .or_else(|| Some(id.clone())),
-            None => None,
-        };
+        let actor_name = actor_name(&self.db, input.actor_id.as_deref()).await?;
         let mut seen = HashSet::new();
         let mut recipients: Vec<String> = input
             .user_ids
@@ -156,21 +147,7 @@ impl NotificationService {
         recipients.sort();
         let rows: Vec<notification::Model> = recipients
             .iter()
-            .map(|user_id| notification::Model {
-                id: crate::domain::chat::new_id(),
-                user_id: user_id.clone(),
-                notification_type: input.notification_type.clone(),
-                title: input.title.clone(),
-                message: input.message.clone(),
-                data: input.data.to_string(),
-                priority: input.priority.clone(),
-                actor_id: input.actor_id.clone(),
-                actor_name: actor_name.clone(),
-                is_read: false,
-                created_at: now,
-                expires_at: input.expires_at,
-                dedup_key: input.dedup_key.clone(),
-            })
+            .map(|user_id| new_row(&input, user_id, actor_name.clone(), now))
             .collect();
         let dedup_key = input.dedup_key.clone();
         let stored = self
@@ -296,6 +273,102 @@ impl NotificationService {
             .await?;
         Ok(result.rows_affected)
     }
+}
+
+/// The stored name of the actor, falling back to the id (an actor who never connected).
+async fn actor_name(
+    db: &impl ConnectionTrait,
+    actor_id: Option<&str>,
+) -> Result<Option<String>, sea_orm::DbErr> {
+    let Some(id) = actor_id else {
+        return Ok(None);
+    };
+    let name = user::Entity::find_by_id(id)
+        .select_only()
+        .column(user::Column::Name)
+        .into_tuple::<String>()
+        .one(db)
+        .await?;
+    Ok(name.or_else(|| Some(id.to_owned())))
+}
+
+/// The row of `input` for one recipient.
+fn new_row(
+    input: &NewNotification,
+    user_id: &str,
+    actor_name: Option<String>,
+    now: DateTime<Utc>,
+) -> notification::Model {
+    notification::Model {
+        id: crate::domain::chat::new_id(),
+        user_id: user_id.to_owned(),
+        notification_type: input.notification_type.clone(),
+        title: input.title.clone(),
+        message: input.message.clone(),
+        data: input.data.to_string(),
+        priority: input.priority.clone(),
+        actor_id: input.actor_id.clone(),
+        actor_name,
+        is_read: false,
+        created_at: now,
+        expires_at: input.expires_at,
+        dedup_key: input.dedup_key.clone(),
+    }
+}
+
+/// Stores one notification per user on `db` without dedup or expiry checks: for notifications
+/// that must commit or fail together with the change that causes them, `db` being that
+/// change's transaction (a group's invites are written with the group). One bulk insert per
+/// [`MAX_BIND_IDS`] recipients.
+pub(crate) async fn insert_in(
+    db: &impl ConnectionTrait,
+    input: &NewNotification,
+) -> Result<Vec<Notification>, sea_orm::DbErr> {
+    let now = Utc::now();
+    let actor_name = actor_name(db, input.actor_id.as_deref()).await?;
+    let mut seen = HashSet::new();
+    let rows: Vec<notification::Model> = input
+        .user_ids
+        .iter()
+        .filter(|u| seen.insert(u.as_str()))
+        .map(|user_id| new_row(input, user_id, actor_name.clone(), now))
+        .collect();
+    for chunk in rows.chunks(MAX_BIND_IDS) {
+        notification::Entity::insert_many(chunk.iter().map(active))
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(rows.into_iter().map(Notification::from).collect())
+}
+
+/// Pairs stored notifications with whether each goes out live (in-app delivery on for its
+/// type in the recipient's preferences): one preference query per type and
+/// [`MAX_BIND_IDS`] recipients.
+pub async fn with_delivery(
+    prefs: &PreferenceService,
+    stored: Vec<Notification>,
+) -> AppResult<Vec<Created>> {
+    let mut by_type: HashMap<&str, Vec<String>> = HashMap::new();
+    for n in &stored {
+        by_type
+            .entry(n.notification_type.as_str())
+            .or_default()
+            .push(n.user_id.clone());
+    }
+    let mut off: HashMap<String, HashSet<String>> = HashMap::new();
+    for (notification_type, users) in by_type {
+        let users_off = prefs.in_app_off(&users, notification_type).await?;
+        off.insert(notification_type.to_owned(), users_off);
+    }
+    Ok(stored
+        .into_iter()
+        .map(|notification| Created {
+            deliver: !off
+                .get(&notification.notification_type)
+                .is_some_and(|o| o.contains(&notification.user_id)),
+            notification,
+        })
+        .collect())
 }
 
 /// Inserts `rows` (one per recipient, recipients sorted), skipping recipients who got a

@@ -10,7 +10,10 @@ use std::sync::Arc;
 use chrono::Utc;
 use entity::notification_preference as prefs;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect, Set,
+    TransactionTrait,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -212,48 +215,48 @@ impl PreferenceService {
 
     /// The user's preferences, defaults when none were saved.
     pub async fn get(&self, user_id: &str) -> AppResult<Arc<Preferences>> {
-        let loaded = match prefs::Entity::find_by_id(user_id).one(&self.db).await? {
-            None => Preferences::default(),
-            Some(row) => Preferences {
-                channels: serde_json::from_str(&row.channels).unwrap_or_default(),
-                share_online_status: row.share_online_status,
-                share_typing: row.share_typing,
-                share_read_receipts: row.share_read_receipts,
-            },
-        };
-        Ok(Arc::new(loaded))
+        let row = prefs::Entity::find_by_id(user_id).one(&self.db).await?;
+        Ok(Arc::new(row.map(from_row).unwrap_or_default()))
     }
 
-    /// Applies a partial update and returns the result.
+    /// Applies a partial update and returns the result. Read, merge and write happen in one
+    /// transaction that holds the user's row from the first statement on, so concurrent PUTs
+    /// of different keys queue instead of overwriting each other's changes: an insert of the
+    /// default row comes first (a write, which takes SQLite's write lock at once and gives
+    /// PostgreSQL a row to lock even for a user who never saved any), then the row is read
+    /// `FOR UPDATE`. An invalid update is refused before anything is written.
     pub async fn update(
         &self,
         user_id: &str,
         update: &Map<String, Value>,
     ) -> AppResult<Arc<Preferences>> {
-        let mut next = (*self.get(user_id).await?).clone();
-        next.apply(update)?;
-        let channels = serde_json::to_string(&next.channels).map_err(anyhow::Error::from)?;
-        prefs::Entity::insert(prefs::ActiveModel {
-            user_id: Set(user_id.to_owned()),
-            channels: Set(channels),
-            share_online_status: Set(next.share_online_status),
-            share_typing: Set(next.share_typing),
-            share_read_receipts: Set(next.share_read_receipts),
-            updated_at: Set(Utc::now()),
-        })
-        .on_conflict(
-            OnConflict::column(prefs::Column::UserId)
-                .update_columns([
-                    prefs::Column::Channels,
-                    prefs::Column::ShareOnlineStatus,
-                    prefs::Column::ShareTyping,
-                    prefs::Column::ShareReadReceipts,
-                    prefs::Column::UpdatedAt,
-                ])
-                .to_owned(),
-        )
-        .exec(&*self.writes.turn().await?)
-        .await?;
+        Preferences::default().apply(update)?;
+        let (user_id, update) = (user_id.to_owned(), update.clone());
+        let next = self
+            .writes
+            .transaction::<_, Preferences, AppError>(|tx| {
+                Box::pin(async move {
+                    prefs::Entity::insert(row_of(&user_id, &Preferences::default())?)
+                        .on_conflict(
+                            OnConflict::column(prefs::Column::UserId)
+                                .do_nothing()
+                                .to_owned(),
+                        )
+                        .exec_without_returning(tx)
+                        .await?;
+                    let current = prefs::Entity::find_by_id(user_id.as_str())
+                        .lock_exclusive()
+                        .one(tx)
+                        .await?
+                        .map(from_row)
+                        .unwrap_or_default();
+                    let mut next = current;
+                    next.apply(&update)?;
+                    row_of(&user_id, &next)?.update(tx).await?;
+                    Ok(next)
+                })
+            })
+            .await?;
         Ok(Arc::new(next))
     }
 }
@@ -276,6 +279,27 @@ pub async fn hiding_read_receipts(
         .all(db)
         .await?;
     Ok(hidden.into_iter().collect())
+}
+
+fn from_row(row: prefs::Model) -> Preferences {
+    Preferences {
+        channels: serde_json::from_str(&row.channels).unwrap_or_default(),
+        share_online_status: row.share_online_status,
+        share_typing: row.share_typing,
+        share_read_receipts: row.share_read_receipts,
+    }
+}
+
+fn row_of(user_id: &str, p: &Preferences) -> AppResult<prefs::ActiveModel> {
+    let channels = serde_json::to_string(&p.channels).map_err(anyhow::Error::from)?;
+    Ok(prefs::ActiveModel {
+        user_id: Set(user_id.to_owned()),
+        channels: Set(channels),
+        share_online_status: Set(p.share_online_status),
+        share_typing: Set(p.share_typing),
+        share_read_receipts: Set(p.share_read_receipts),
+        updated_at: Set(Utc::now()),
+    })
 }
 
 #[cfg(test)]

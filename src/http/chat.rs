@@ -16,7 +16,7 @@ use crate::auth::AuthUser;
 use crate::domain::chat::{HistoryQuery, MessageType, NewMessage, NewRoom, RoomChange, RoomType};
 use crate::error::{AppError, AppResult};
 use crate::realtime::emit::Emitter;
-use crate::realtime::{announce_added, announce_removed};
+use crate::realtime::{announce_added, announce_removed, deliver_invites};
 use crate::state::AppState;
 
 pub fn router<A: Adapter>() -> Router<AppState<A>> {
@@ -95,8 +95,9 @@ async fn create_room<A: Adapter>(
         room_type: body.room_type,
         name: body.name,
     };
-    let (room, created) = state.core.chat.create_room(&user.id, input).await?;
-    if !created {
+    let done = state.core.chat.create_room_by(&user, input).await?;
+    let room = done.room;
+    if !done.created {
         return Ok(Json(room).into_response());
     }
     let emitter = Emitter::server(&state.io, &state.core);
@@ -108,7 +109,8 @@ async fn create_room<A: Adapter>(
         &user,
         RoomChange::Created,
     )
-    .await?;
+    .await;
+    deliver_invites(&emitter, &state.core, done.invites).await;
     Ok((StatusCode::CREATED, Json(room)).into_response())
 }
 
@@ -191,7 +193,7 @@ async fn add_members<A: Adapter>(
             &user,
             RoomChange::MemberAdded,
         )
-        .await?;
+        .await;
     }
     Ok(Json(change.room).into_response())
 }

@@ -44,6 +44,7 @@ pub fn parse_body<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, App
     if !value.is_object() {
         return Err(AppError::invalid("body must be a JSON object"));
     }
+    crate::input::reject_nul(&value)?;
     let parsed: T = serde_path_to_error::deserialize(value).map_err(from_json_error)?;
     parsed.validate()?;
     Ok(parsed)
@@ -74,6 +75,10 @@ where
         _: &S,
     ) -> Result<Self, AppError> {
         let query = parts.uri.query().unwrap_or_default();
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            crate::input::reject_nul_in(&key, &key)?;
+            crate::input::reject_nul_in(&key, &value)?;
+        }
         let deserializer =
             serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(deserializer)

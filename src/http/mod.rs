@@ -61,9 +61,9 @@ pub fn router<A: Adapter>(state: AppState<A>) -> Router {
             )),
         )
         .fallback(not_found)
-        // Outermost first: trace everything, count every answer (405 and 413 included), give
-        // 405s the error shape, refuse oversized bodies, then the extractor's own limit (known
-        // to it so its 413 can state it).
+        // Outermost first: trace everything, count every answer (405, 400 and 413 included),
+        // give 405s the error shape, refuse paths with NUL characters, refuse oversized bodies,
+        // then the extractor's own limit (known to it so its 413 can state it).
         .layer(
             ServiceBuilder::new()
                 .layer(TraceLayer::new_for_http())
@@ -72,6 +72,7 @@ pub fn router<A: Adapter>(state: AppState<A>) -> Router {
                     track_request::<A>,
                 ))
                 .layer(middleware::from_fn(method_not_allowed))
+                .layer(middleware::from_fn(reject_nul_path))
                 .layer(middleware::from_fn_with_state(
                     BodyLimit(limit),
                     body_limit::refuse_oversized,
@@ -152,6 +153,15 @@ async fn method_not_allowed(request: Request, next: Next) -> Response {
         shaped.headers_mut().insert(header::ALLOW, allow);
     }
     shaped
+}
+
+/// A path segment with a NUL character can name nothing, and PostgreSQL refuses it in a query:
+/// such a request is a 400 before any handler sees it (see [`crate::input`]).
+async fn reject_nul_path(request: Request, next: Next) -> Response {
+    if request.uri().path().contains("%00") {
+        return AppError::field("path", "must not contain NUL characters").into_response();
+    }
+    next.run(request).await
 }
 
 /// Counts requests by matched route template (never the raw path) and a fixed set of methods,

@@ -32,6 +32,7 @@ pub fn parse<T: DeserializeOwned + Validate>(
         Ok(_) => return Err(AppError::invalid("payload must be an object")),
         Err(_) => return Err(AppError::invalid("payload is missing")),
     };
+    crate::input::reject_nul(&value)?;
     let parsed: T = serde_path_to_error::deserialize(value).map_err(from_json_error)?;
     parsed.validate()?;
     Ok(parsed)

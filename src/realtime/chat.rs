@@ -116,7 +116,7 @@ async fn on_join<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, ac
                 user,
                 RoomChange::MemberAdded,
             )
-            .await?;
+            .await;
         }
         Ok(json!({ "room": room.for_viewer(&user.id) }))
     })

@@ -1,18 +1,19 @@
 //! Fan-out of membership changes, shared by REST (create, add, remove) and `chat:join`:
-//! move live sockets first, then tell everyone, then create invites.
+//! move live sockets first, then tell everyone, then deliver invites.
 
 use socketioxide::adapter::Adapter;
 
 use super::emit::Emitter;
 use crate::auth::AuthUser;
-use crate::domain::chat::{Room, RoomChange, RoomType};
-use crate::domain::notifications::NewNotification;
-use crate::error::AppResult;
+use crate::domain::chat::{Room, RoomChange, RoomType, group_invite};
+use crate::domain::notifications::{Notification, with_delivery};
 use crate::state::Core;
 
 /// Users joined `room` (by creation, invitation or joining a public room): their sockets join
 /// the room on every node before anyone is told, so no message sent after the change is missed.
-/// Users added to a group by someone else get a `group_invite` notification.
+/// Users added to an existing group by someone else get a `group_invite` notification (a new
+/// group's invites were committed with it and come through [`deliver_invites`]). Nothing here
+/// fails: the change is committed, so an error answered now would only invite a retry.
 pub async fn announce_added<A: Adapter>(
     emitter: &Emitter<'_, A>,
     core: &Core,
@@ -20,7 +21,7 @@ pub async fn announce_added<A: Adapter>(
     added: &[String],
     actor: &AuthUser,
     change: RoomChange,
-) -> AppResult<()> {
+) {
     // A new room's members are the creator and `added` (a big room's object lists only some).
     let mut joining = added.to_vec();
     if change == RoomChange::Created && !joining.contains(&actor.id) {
@@ -29,23 +30,33 @@ pub async fn announce_added<A: Adapter>(
     emitter.join_room(&joining, &room.id).await;
     emitter.room_updated(room, change, added).await;
     let invited: Vec<String> = added.iter().filter(|u| **u != actor.id).cloned().collect();
-    if room.room_type == RoomType::Group && !invited.is_empty() {
-        let room_name = room.name.clone().unwrap_or_else(|| "a group".to_owned());
-        let invite = NewNotification {
-            user_ids: invited,
-            notification_type: "group_invite".to_owned(),
-            title: format!("Added to {room_name}"),
-            message: format!("{} added you to {room_name}", actor.name),
-            data: serde_json::json!({ "roomId": room.id, "roomName": room.name }),
-            priority: "normal".to_owned(),
-            actor_id: Some(actor.id.clone()),
-            expires_at: None,
-            dedup_key: None,
-        };
-        let created = core.notifications.create(&core.preferences, invite).await?;
-        emitter.notifications(&created).await;
+    if change == RoomChange::Created || room.room_type != RoomType::Group || invited.is_empty() {
+        return;
     }
-    Ok(())
+    let invite = group_invite(&room.id, room.name.as_deref(), actor, invited);
+    match core.notifications.create(&core.preferences, invite).await {
+        Ok(created) => emitter.notifications(&created).await,
+        Err(e) => {
+            tracing::warn!(room = %room.id, error = ?e, "group invites not created");
+        }
+    }
+}
+
+/// Delivers invites that were committed with the change that made them (in-app delivery per
+/// the recipients' preferences). Should the preferences be unreadable, the invites stay stored
+/// and listed, and are not pushed.
+pub async fn deliver_invites<A: Adapter>(
+    emitter: &Emitter<'_, A>,
+    core: &Core,
+    invites: Vec<Notification>,
+) {
+    if invites.is_empty() {
+        return;
+    }
+    match with_delivery(&core.preferences, invites).await {
+        Ok(created) => emitter.notifications(&created).await,
+        Err(e) => tracing::warn!(error = ?e, "stored invites not delivered live"),
+    }
 }
 
 /// Users left `room`: everyone, the removed included, is told first; then the removed users'

@@ -20,5 +20,5 @@ pub mod slots;
 mod slow;
 
 pub use connection::{NAMESPACE, grace, on_connect};
-pub use membership::{announce_added, announce_removed};
+pub use membership::{announce_added, announce_removed, deliver_invites};
 pub use slow::sweeper as slow_socket_sweeper;

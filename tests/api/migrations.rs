@@ -3,6 +3,8 @@
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement};
 
+use switchboard::domain::chat::{NewRoom, RoomType};
+
 use crate::common::{Backend, fresh_database, spawn_app};
 
 /// Every table the first migration creates.
@@ -134,7 +136,119 @@ async fn nodes_starting_together_all_migrate(backend: Backend) {
     }
 }
 
+/// How many steps `down` takes to undo the migration `name` and every later one.
+fn steps_back_to(name: &str) -> u32 {
+    let all = Migrator::migrations();
+    let at = all
+        .iter()
+        .position(|m| m.name() == name)
+        .unwrap_or_else(|| panic!("no migration {name}"));
+    u32::try_from(all.len() - at).expect("a small number of migrations")
+}
+
+fn direct_with(other: &str) -> NewRoom {
+    NewRoom {
+        participants: vec![other.to_owned()],
+        room_type: Some(RoomType::Direct),
+        name: None,
+    }
+}
+
+/// A direct room made under the newline key is found again once its key is rewritten.
+async fn direct_rooms_made_before_the_key_change_are_still_found(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let db = &app.core.db;
+    Migrator::down(db, Some(steps_back_to("m20261201_000001_direct_room_key")))
+        .await
+        .expect("going back before the key change");
+    // Rooms as the first schema made them.
+    let old = |id: &str, key: &str| {
+        format!(
+            "INSERT INTO rooms (id, room_type, created_by, created_at, last_seq, direct_key) \
+             VALUES ('{id}', 'direct', 'alice', CURRENT_TIMESTAMP, 0, '{key}')"
+        )
+    };
+    let member = |room: &str, user: &str| {
+        format!(
+            "INSERT INTO room_members (room_id, user_id, role, joined_at, read_seq, delivered_seq) \
+             VALUES ('{room}', '{user}', 'member', CURRENT_TIMESTAMP, 0, 0)"
+        )
+    };
+    for sql in [
+        "INSERT INTO users (id, name, created_at, updated_at) VALUES \
+         ('alice', 'alice', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP), \
+         ('bob', 'bob', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            .to_owned(),
+        old("00000000-0000-7000-8000-000000000001", "alice\nbob"),
+        member("00000000-0000-7000-8000-000000000001", "alice"),
+        member("00000000-0000-7000-8000-000000000001", "bob"),
+    ] {
+        db.execute_unprepared(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    Migrator::up(db, None).await.expect("`up` again");
+
+    let (room, created) = app
+        .core
+        .chat
+        .create_room("bob", direct_with("alice"))
+        .await
+        .expect("re-creating the direct room");
+    assert!(!created, "the existing room is returned");
+    assert_eq!(room.id, "00000000-0000-7000-8000-000000000001");
+    assert_eq!(count(db, "rooms").await.expect("counting rooms"), 1);
+}
+
+/// Messages stored before the search index was re-keyed are found after it.
+async fn messages_indexed_before_the_search_key_change_are_found(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let db = &app.core.db;
+    let (room, _) = app
+        .core
+        .chat
+        .create_room("alice", direct_with("bob"))
+        .await
+        .expect("a room");
+    Migrator::down(
+        db,
+        Some(steps_back_to("m20261201_000002_message_search_id")),
+    )
+    .await
+    .expect("going back before the search key change");
+    let alice = switchboard::auth::AuthUser {
+        id: "alice".to_owned(),
+        name: "Alice".to_owned(),
+        name_from_token: true,
+    };
+    for content in ["old pizza", "old pasta"] {
+        let message = switchboard::domain::chat::NewMessage {
+            room_id: room.id.clone(),
+            content: content.to_owned(),
+            message_type: None,
+            reply_to_id: None,
+            client_message_id: None,
+        };
+        app.core
+            .chat
+            .send_message(&alice, message)
+            .await
+            .expect("sending under the old schema");
+    }
+    Migrator::up(db, None).await.expect("`up` again");
+    let found = app
+        .core
+        .chat
+        .search("bob", &room.id, "pizza", 10)
+        .await
+        .expect("searching");
+    let contents: Vec<&str> = found.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(contents, ["old pizza"]);
+}
+
 backend_tests!(
+    direct_rooms_made_before_the_key_change_are_still_found,
+    messages_indexed_before_the_search_key_change_are_found,
     nodes_starting_together_all_migrate,
     startup_creates_the_schema,
     running_migrations_again_changes_nothing,

@@ -296,7 +296,9 @@ impl ChatService {
                     .join(" ");
                 Statement::from_sql_and_values(
                     backend,
-                    "SELECT m.* FROM messages m JOIN messages_fts f ON f.rowid = m.rowid \
+                    // Joined on `search_id`, never on the implicit rowid, which SQLite may
+                    // renumber (see migration m20261201_000002).
+                    "SELECT m.* FROM messages m JOIN messages_fts f ON f.rowid = m.search_id \
                      WHERE messages_fts MATCH ? AND m.room_id = ? AND NOT m.deleted \
                      ORDER BY m.seq DESC LIMIT ?",
                     [fts_query.into(), room_id.into(), (limit as i64).into()],

@@ -23,7 +23,7 @@ pub use content::sanitize;
 pub use messages::{History, HistoryQuery, NewMessage, Sent};
 pub use model::{Member, Message, MessageType, Room, RoomChange, RoomType};
 pub use receipts::{MemberReceipt, MessageStatus, ReceiptPage, Watermark};
-pub use rooms::{MemberChange, MemberPage, NewRoom, RoomPage};
+pub use rooms::{CreatedRoom, MemberChange, MemberPage, NewRoom, RoomPage, group_invite};
 
 use crate::domain::cache::{CacheBus, Generation, Invalidation};
 use crate::domain::rate_limit::RateLimiter;
@@ -171,92 +171,7 @@ impl ChatService {
         rows: Vec<room::Model>,
         viewer: Option<&str>,
     ) -> AppResult<Vec<Room>> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-        let counts: HashMap<String, i64> = room_member::Entity::find()
-            .select_only()
-            .column(room_member::Column::RoomId)
-            .column_as(room_member::Column::UserId.count(), "member_count")
-            .filter(room_member::Column::RoomId.is_in(ids.iter().map(String::as_str)))
-            .group_by(room_member::Column::RoomId)
-            .into_tuple::<(String, i64)>()
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .collect();
-        let inline_max = self.limits.members_inline_max.max(1);
-        let (small, big): (Vec<&String>, Vec<&String>) = ids
-            .iter()
-            .partition(|id| counts.get(*id).copied().unwrap_or(0) <= inline_max as i64);
-        let mut member_rows = Vec::new();
-        if !small.is_empty() {
-            member_rows = room_member::Entity::find()
-                .filter(room_member::Column::RoomId.is_in(small.iter().map(|s| s.as_str())))
-                .all(&self.db)
-                .await?;
-        }
-        for room_id in &big {
-            member_rows.extend(
-                room_member::Entity::find()
-                    .filter(room_member::Column::RoomId.eq(room_id.as_str()))
-                    .order_by_asc(room_member::Column::JoinedAt)
-                    .order_by_asc(room_member::Column::UserId)
-                    .limit(inline_max as u64)
-                    .all(&self.db)
-                    .await?,
-            );
-        }
-        let mut unlisted: HashMap<String, i64> = HashMap::new();
-        if let (Some(viewer), false) = (viewer, big.is_empty()) {
-            unlisted = room_member::Entity::find()
-                .select_only()
-                .column(room_member::Column::RoomId)
-                .column(room_member::Column::ReadSeq)
-                .filter(room_member::Column::UserId.eq(viewer))
-                .filter(room_member::Column::RoomId.is_in(big.iter().map(|s| s.as_str())))
-                .into_tuple::<(String, i64)>()
-                .all(&self.db)
-                .await?
-                .into_iter()
-                .collect();
-        }
-        let names = self
-            .names_of(member_rows.iter().map(|m| m.user_id.clone()))
-            .await?;
-        let mut by_room: HashMap<String, Vec<Member>> = HashMap::new();
-        for m in member_rows {
-            let name = names
-                .get(&m.user_id)
-                .cloned()
-                .unwrap_or_else(|| m.user_id.clone());
-            by_room.entry(m.room_id).or_default().push(Member {
-                user_id: m.user_id,
-                name,
-                role: m.role,
-                joined_at: m.joined_at,
-                read_seq: m.read_seq,
-            });
-        }
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                let mut members = by_room.remove(&row.id).unwrap_or_default();
-                members.sort_by(|a, b| {
-                    a.joined_at
-                        .cmp(&b.joined_at)
-                        .then(a.user_id.cmp(&b.user_id))
-                });
-                let count = counts.get(&row.id).copied().unwrap_or(0);
-                let read_seq = unlisted.remove(&row.id);
-                let mut room = Room::from_row(row, members, count);
-                if let (Some(viewer), Some(seq)) = (viewer, read_seq) {
-                    room.unlisted_read_seqs.insert(viewer.to_owned(), seq);
-                }
-                room
-            })
-            .collect())
+        load_rooms_on(&self.db, self.limits.members_inline_max, rows, viewer).await
     }
 
     /// One room. `NOT_FOUND` if it does not exist.
@@ -267,14 +182,7 @@ impl ChatService {
     /// One room, able to show `viewer` their unread count even when the room is too big to
     /// list them among its members. `NOT_FOUND` if it does not exist.
     pub async fn load_room_for(&self, room_id: &str, viewer: Option<&str>) -> AppResult<Room> {
-        let row = room::Entity::find_by_id(room_id)
-            .one(&self.db)
-            .await?
-            .ok_or_else(|| AppError::NotFound("room not found".into()))?;
-        self.load_rooms(vec![row], viewer)
-            .await?
-            .pop()
-            .ok_or_else(|| AppError::NotFound("room not found".into()))
+        load_room_on(&self.db, self.limits.members_inline_max, room_id, viewer).await
     }
 
     /// Display names of users, by id, a bounded number of ids per query.
@@ -282,21 +190,140 @@ impl ChatService {
         &self,
         ids: impl Iterator<Item = String>,
     ) -> AppResult<HashMap<String, String>> {
-        let ids: Vec<String> = ids.collect::<HashSet<String>>().into_iter().collect();
-        let mut names = HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(crate::domain::bounded::MAX_BIND_IDS) {
-            let rows = user::Entity::find()
-                .select_only()
-                .column(user::Column::Id)
-                .column(user::Column::Name)
-                .filter(user::Column::Id.is_in(chunk.iter().map(String::as_str)))
-                .into_tuple::<(String, String)>()
-                .all(&self.db)
-                .await?;
-            names.extend(rows);
-        }
-        Ok(names)
+        names_of(&self.db, ids).await
     }
+}
+
+/// [`ChatService::load_rooms`] on any connection, e.g. inside the transaction that just wrote
+/// the room, so its answer cannot fail after the commit.
+async fn load_rooms_on(
+    db: &impl ConnectionTrait,
+    members_inline_max: usize,
+    rows: Vec<room::Model>,
+    viewer: Option<&str>,
+) -> AppResult<Vec<Room>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let counts: HashMap<String, i64> = room_member::Entity::find()
+        .select_only()
+        .column(room_member::Column::RoomId)
+        .column_as(room_member::Column::UserId.count(), "member_count")
+        .filter(room_member::Column::RoomId.is_in(ids.iter().map(String::as_str)))
+        .group_by(room_member::Column::RoomId)
+        .into_tuple::<(String, i64)>()
+        .all(db)
+        .await?
+        .into_iter()
+        .collect();
+    let inline_max = members_inline_max.max(1);
+    let (small, big): (Vec<&String>, Vec<&String>) = ids
+        .iter()
+        .partition(|id| counts.get(*id).copied().unwrap_or(0) <= inline_max as i64);
+    let mut member_rows = Vec::new();
+    if !small.is_empty() {
+        member_rows = room_member::Entity::find()
+            .filter(room_member::Column::RoomId.is_in(small.iter().map(|s| s.as_str())))
+            .all(db)
+            .await?;
+    }
+    for room_id in &big {
+        member_rows.extend(
+            room_member::Entity::find()
+                .filter(room_member::Column::RoomId.eq(room_id.as_str()))
+                .order_by_asc(room_member::Column::JoinedAt)
+                .order_by_asc(room_member::Column::UserId)
+                .limit(inline_max as u64)
+                .all(db)
+                .await?,
+        );
+    }
+    let mut unlisted: HashMap<String, i64> = HashMap::new();
+    if let (Some(viewer), false) = (viewer, big.is_empty()) {
+        unlisted = room_member::Entity::find()
+            .select_only()
+            .column(room_member::Column::RoomId)
+            .column(room_member::Column::ReadSeq)
+            .filter(room_member::Column::UserId.eq(viewer))
+            .filter(room_member::Column::RoomId.is_in(big.iter().map(|s| s.as_str())))
+            .into_tuple::<(String, i64)>()
+            .all(db)
+            .await?
+            .into_iter()
+            .collect();
+    }
+    let names = names_of(db, member_rows.iter().map(|m| m.user_id.clone())).await?;
+    let mut by_room: HashMap<String, Vec<Member>> = HashMap::new();
+    for m in member_rows {
+        let name = names
+            .get(&m.user_id)
+            .cloned()
+            .unwrap_or_else(|| m.user_id.clone());
+        by_room.entry(m.room_id).or_default().push(Member {
+            user_id: m.user_id,
+            name,
+            role: m.role,
+            joined_at: m.joined_at,
+            read_seq: m.read_seq,
+        });
+    }
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let mut members = by_room.remove(&row.id).unwrap_or_default();
+            members.sort_by(|a, b| {
+                a.joined_at
+                    .cmp(&b.joined_at)
+                    .then(a.user_id.cmp(&b.user_id))
+            });
+            let count = counts.get(&row.id).copied().unwrap_or(0);
+            let read_seq = unlisted.remove(&row.id);
+            let mut room = Room::from_row(row, members, count);
+            if let (Some(viewer), Some(seq)) = (viewer, read_seq) {
+                room.unlisted_read_seqs.insert(viewer.to_owned(), seq);
+            }
+            room
+        })
+        .collect())
+}
+
+/// [`ChatService::load_room_for`] on any connection.
+pub(crate) async fn load_room_on(
+    db: &impl ConnectionTrait,
+    members_inline_max: usize,
+    room_id: &str,
+    viewer: Option<&str>,
+) -> AppResult<Room> {
+    let row = room::Entity::find_by_id(room_id)
+        .one(db)
+        .await?
+        .ok_or_else(|| AppError::NotFound("room not found".into()))?;
+    load_rooms_on(db, members_inline_max, vec![row], viewer)
+        .await?
+        .pop()
+        .ok_or_else(|| AppError::NotFound("room not found".into()))
+}
+
+/// Display names of users, by id, a bounded number of ids per query.
+async fn names_of(
+    db: &impl ConnectionTrait,
+    ids: impl Iterator<Item = String>,
+) -> AppResult<HashMap<String, String>> {
+    let ids: Vec<String> = ids.collect::<HashSet<String>>().into_iter().collect();
+    let mut names = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(crate::domain::bounded::MAX_BIND_IDS) {
+        let rows = user::Entity::find()
+            .select_only()
+            .column(user::Column::Id)
+            .column(user::Column::Name)
+            .filter(user::Column::Id.is_in(chunk.iter().map(String::as_str)))
+            .into_tuple::<(String, String)>()
+            .all(db)
+            .await?;
+        names.extend(rows);
+    }
+    Ok(names)
 }
 
 /// Ids of every room the user is a member of; sockets join these on connect.

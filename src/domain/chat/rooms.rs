@@ -12,6 +12,8 @@ use sea_orm::{
 
 use super::model::{Member, Message, ROLE_MEMBER, ROLE_OWNER, Room, RoomType};
 use super::{ChatService, is_unique_violation, new_id};
+use crate::auth::AuthUser;
+use crate::domain::notifications::{self, NewNotification, Notification};
 use crate::error::{AppError, AppResult};
 
 /// A room to create: `participants` are the other users; the creator is added as owner.
@@ -40,18 +42,75 @@ pub struct MemberChange {
     pub removed: Vec<String>,
 }
 
-/// The key that makes a direct room unique per pair, whoever creates it.
-fn direct_key(a: &str, b: &str) -> String {
-    if a <= b {
-        format!("{a}\n{b}")
-    } else {
-        format!("{b}\n{a}")
+/// The key that makes a direct room unique per pair, whoever creates it: the JSON array of
+/// the two ids in byte order. User ids may contain any character, so a plain separator could be
+/// forged by an id that contains it; JSON string escaping cannot. Migration
+/// m20261201_000001 rewrote the keys of older rooms into this form.
+pub(crate) fn direct_key(a: &str, b: &str) -> String {
+    let (first, second) = if a <= b { (a, b) } else { (b, a) };
+    serde_json::json!([first, second]).to_string()
+}
+
+/// What creating a room did.
+#[derive(Debug)]
+pub struct CreatedRoom {
+    /// The room as its creator sees it.
+    pub room: Room,
+    /// False when an existing direct room was returned.
+    pub created: bool,
+    /// The `group_invite`s committed together with the room, for the transport to deliver.
+    pub invites: Vec<Notification>,
+}
+
+impl CreatedRoom {
+    fn existing(room: Room) -> Self {
+        Self {
+            room,
+            created: false,
+            invites: Vec::new(),
+        }
+    }
+}
+
+/// The `group_invite` for users `actor` added to a group.
+pub fn group_invite(
+    room_id: &str,
+    room_name: Option<&str>,
+    actor: &AuthUser,
+    invited: Vec<String>,
+) -> NewNotification {
+    let shown = room_name.unwrap_or("a group");
+    NewNotification {
+        user_ids: invited,
+        notification_type: "group_invite".to_owned(),
+        title: format!("Added to {shown}"),
+        message: format!("{} added you to {shown}", actor.name),
+        data: serde_json::json!({ "roomId": room_id, "roomName": room_name }),
+        priority: "normal".to_owned(),
+        actor_id: Some(actor.id.clone()),
+        expires_at: None,
+        dedup_key: None,
     }
 }
 
 impl ChatService {
-    /// Creates a room. For a direct room that already exists, returns it with `created: false`.
+    /// Creates a room for a creator known by id only (named after it in invites). For a direct
+    /// room that already exists, returns it with `false`.
     pub async fn create_room(&self, creator: &str, input: NewRoom) -> AppResult<(Room, bool)> {
+        let creator = AuthUser {
+            id: creator.to_owned(),
+            name: creator.to_owned(),
+            name_from_token: false,
+        };
+        let done = self.create_room_by(&creator, input).await?;
+        Ok((done.room, done.created))
+    }
+
+    /// Creates a room: the room, its members and the invites of a group's participants commit
+    /// in one transaction, so a failure leaves nothing behind and a retry can never make a
+    /// second group. For a direct room that already exists, returns it with `created: false`.
+    pub async fn create_room_by(&self, actor: &AuthUser, input: NewRoom) -> AppResult<CreatedRoom> {
+        let creator = actor.id.as_str();
         let mut participants: Vec<String> = Vec::new();
         for p in input.participants {
             if p != creator && !participants.contains(&p) {
@@ -79,7 +138,7 @@ impl ChatService {
                 }
                 let key = direct_key(creator, &participants[0]);
                 if let Some(existing) = self.find_direct(&key).await? {
-                    return Ok((existing.for_viewer(creator), false));
+                    return Ok(CreatedRoom::existing(existing.for_viewer(creator)));
                 }
                 Some(key)
             }
@@ -93,17 +152,14 @@ impl ChatService {
                 None
             }
         };
-        ensure_users(
-            &*self.writes.turn().await?,
-            participants.iter().map(String::as_str),
-        )
-        .await?;
-
         let room_id = new_id();
         let now = Utc::now();
+        let invite = (room_type == RoomType::Group && !participants.is_empty())
+            .then(|| group_invite(&room_id, name.as_deref(), actor, participants.clone()));
+        let inline_max = self.limits.members_inline_max;
         let inserted = self
             .writes
-            .transaction::<_, (), AppError>(|tx| {
+            .transaction::<_, (Room, Vec<Notification>), AppError>(|tx| {
                 let room_id = room_id.clone();
                 let creator = creator.to_owned();
                 let participants = participants.clone();
@@ -112,7 +168,9 @@ impl ChatService {
                 } else {
                     name.clone()
                 };
+                let invite = invite.clone();
                 Box::pin(async move {
+                    ensure_users(tx, participants.iter().map(String::as_str)).await?;
                     room::ActiveModel {
                         id: Set(room_id.clone()),
                         room_type: Set(room_type.as_str().to_owned()),
@@ -124,16 +182,23 @@ impl ChatService {
                     }
                     .insert(tx)
                     .await?;
-                    let members = std::iter::once((creator, ROLE_OWNER))
+                    let members = std::iter::once((creator.clone(), ROLE_OWNER))
                         .chain(participants.into_iter().map(|p| (p, ROLE_MEMBER)))
                         .map(|(user_id, role)| member_row(&room_id, user_id, role, 0));
                     room_member::Entity::insert_many(members).exec(tx).await?;
-                    Ok(())
+                    let invites = match &invite {
+                        Some(invite) => notifications::insert_in(tx, invite).await?,
+                        None => Vec::new(),
+                    };
+                    // Read back inside the transaction: nothing after the commit can fail.
+                    let room =
+                        super::load_room_on(tx, inline_max, &room_id, Some(&creator)).await?;
+                    Ok((room, invites))
                 })
             })
             .await;
-        match inserted {
-            Ok(()) => {}
+        let (room, invites) = match inserted {
+            Ok(done) => done,
             // Two users created the same direct room at once: the other insert won.
             Err(sea_orm::TransactionError::Transaction(AppError::Internal(e)))
                 if room_type == RoomType::Direct
@@ -142,18 +207,21 @@ impl ChatService {
             {
                 let key = direct_key(creator, &participants[0]);
                 if let Some(existing) = self.find_direct(&key).await? {
-                    return Ok((existing.for_viewer(creator), false));
+                    return Ok(CreatedRoom::existing(existing.for_viewer(creator)));
                 }
                 return Err(AppError::Conflict(
                     "direct room creation raced; retry".into(),
                 ));
             }
             Err(e) => return Err(e.into()),
-        }
+        };
         // New memberships: what is derived from memberships (presence audiences) is stale.
         self.invalidate(&room_id);
-        let room = self.load_room_for(&room_id, Some(creator)).await?;
-        Ok((room.for_viewer(creator), true))
+        Ok(CreatedRoom {
+            room: room.for_viewer(creator),
+            created: true,
+            invites,
+        })
     }
 
     async fn find_direct(&self, key: &str) -> AppResult<Option<Room>> {
