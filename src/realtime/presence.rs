@@ -253,3 +253,66 @@ pub async fn announce<A: Adapter>(io: SocketIo<A>, core: Arc<Core>, worker: usiz
     core.presence_events.close();
     tracing::debug!(worker, "presence worker stopped");
 }
+
+/// Announces what waited for one user: the end of typing, then the status and the activity in
+/// the order they arrived.
+async fn announce_user<A: Adapter>(io: &SocketIo<A>, core: &Core, user_id: &str, pending: Pending) {
+    if pending.typing_ended {
+        super::chat::clear_typing(io, core, user_id).await;
+    }
+    if pending.status.is_none() && pending.activity.is_none() {
+        return;
+    }
+    let audience = match core
+        .presence_audience
+        .get(
+            &core.presence,
+            &core.preferences,
+            core.chat.membership_generation(),
+            user_id,
+        )
+        .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(user = %user_id, error = %e, "presence audience failed");
+            return;
+        }
+    };
+    let emitter = Emitter::server(io, core);
+    let users: Vec<String> = audience.users.iter().map(|u| rooms::user(u)).collect();
+    let status = pending.status.map(|change| {
+        // Watchers of the user's rooms hear status changes too, in the same emits, so a
+        // socket that is both a follower's and a watcher's gets each change once.
+        let mut targets = users.clone();
+        targets.extend(audience.rooms.iter().map(|r| rooms::presence_watch(r)));
+        core.room_counts.mark(audience.rooms.iter().cloned());
+        let payload = json!({
+            "userId": change.user_id,
+            "status": change.status,
+            "lastSeen": crate::time::rfc3339(&change.last_seen),
+        });
+        (targets, payload)
+    });
+    let activity = pending
+        .activity
+        .filter(|_| !users.is_empty())
+        .map(|a| json!({ "userId": user_id, "activity": a.activity, "metadata": a.metadata }));
+    if !pending.activity_last
+        && let Some(payload) = &activity
+    {
+        emitter
+            .fan_out(users.clone(), "presence:friend_activity", payload)
+            .await;
+    }
+    if let Some((targets, payload)) = status {
+        emitter.fan_out(targets, "presence:update", &payload).await;
+    }
+    if pending.activity_last
+        && let Some(payload) = &activity
+    {
+        emitter
+            .fan_out(users, "presence:friend_activity", payload)
+            .await;
+    }
+}
