@@ -1,11 +1,24 @@
 //! Checks every transport applies to raw input before it is parsed. Ids and texts are stored as
 //! database strings, and PostgreSQL refuses a NUL character in any of them with an error that
 //! would surface as a 500 or an `INTERNAL` ack; a NUL is never meaningful in this API, so input
-//! carrying one is refused up front as `INVALID_PAYLOAD`, naming where it was.
+//! carrying one is refused up front as `INVALID_PAYLOAD`, naming where it was. The one exception
+//! is message text (a top-level `message` string): the contract strips control characters from
+//! it rather than refusing it, so its NULs are removed here and the rest is cleaned later.
 
 use serde_json::Value;
 
 use crate::error::AppError;
+
+/// Removes NULs from the message text of a body or payload (see the module doc) and refuses a
+/// NUL anywhere else.
+pub fn check_nul(value: &mut Value) -> Result<(), AppError> {
+    if let Some(Value::String(text)) = value.get_mut("message")
+        && text.contains('\0')
+    {
+        text.retain(|c| c != '\0');
+    }
+    reject_nul(value)
+}
 
 /// Refuses a JSON value with a NUL character in any string or object key.
 pub fn reject_nul(value: &Value) -> Result<(), AppError> {

@@ -205,7 +205,14 @@ describe('presence idle (IDLE_TIMEOUT_MS=400)', () => {
 
 describe('presence:activity throttle (PRESENCE_ACTIVITY_THROTTLE_MS=500)', () => {
   const WINDOW_MS = 500;
-  const ctx = useServer({ PRESENCE_ACTIVITY_THROTTLE_MS: String(WINDOW_MS) });
+  // The loop below is a flood by design: the per-socket event budget is lifted so that the
+  // throttle, not the budget, is what is tested.
+  const ctx = useServer({
+    PRESENCE_ACTIVITY_THROTTLE_MS: String(WINDOW_MS),
+    SOCKET_EVENT_BURST: '100000',
+    SOCKET_EVENTS_PER_SECOND: '100000',
+    SOCKET_FLOOD_REJECTIONS: '100000',
+  });
 
   it('a client looping presence:activity is announced at most once per window, the latest last', async () => {
     const { subject, ws } = await watched(ctx.server, 'loop');

@@ -39,12 +39,12 @@ where
 
 /// Parses and validates a JSON object body.
 pub fn parse_body<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, AppError> {
-    let value: serde_json::Value = serde_json::from_slice(bytes)
+    let mut value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| AppError::invalid(format!("malformed JSON: {e}")))?;
     if !value.is_object() {
         return Err(AppError::invalid("body must be a JSON object"));
     }
-    crate::input::reject_nul(&value)?;
+    crate::input::check_nul(&mut value)?;
     let parsed: T = serde_path_to_error::deserialize(value).map_err(from_json_error)?;
     parsed.validate()?;
     Ok(parsed)

@@ -26,13 +26,13 @@ pub fn parse<T: DeserializeOwned + Validate>(
     raw: Result<Value, ParserError>,
     kind: Payload,
 ) -> AppResult<T> {
-    let value = match raw {
+    let mut value = match raw {
         Ok(Value::Null) | Err(_) if kind == Payload::Optional => Value::Object(Map::new()),
         Ok(Value::Object(map)) => Value::Object(map),
         Ok(_) => return Err(AppError::invalid("payload must be an object")),
         Err(_) => return Err(AppError::invalid("payload is missing")),
     };
-    crate::input::reject_nul(&value)?;
+    crate::input::check_nul(&mut value)?;
     let parsed: T = serde_path_to_error::deserialize(value).map_err(from_json_error)?;
     parsed.validate()?;
     Ok(parsed)
