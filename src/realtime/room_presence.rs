@@ -121,26 +121,6 @@ async fn on_unwatch<A: Adapter>(
     .await;
 }
 
-/// The watch rooms that hear about `user_id`'s status (none when the user hides it), marking
-/// those rooms for a recount.
-pub async fn watch_targets(core: &Core, user_id: &str) -> Vec<String> {
-    match core
-        .presence
-        .watched_rooms(&core.preferences, user_id)
-        .await
-    {
-        Ok(room_ids) => {
-            let targets = room_ids.iter().map(|r| rooms::presence_watch(r)).collect();
-            core.room_counts.mark(room_ids);
-            targets
-        }
-        Err(e) => {
-            tracing::warn!(user = %user_id, error = %e, "rooms of a presence change failed");
-            Vec::new()
-        }
-    }
-}
-
 /// Sends `presence:room_count { roomId, online }` for the rooms marked since the last tick,
 /// every `PRESENCE_COUNT_INTERVAL_MS`, until shutdown.
 pub async fn count_flusher<A: Adapter>(io: SocketIo<A>, core: Arc<Core>) {

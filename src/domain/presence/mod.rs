@@ -222,19 +222,6 @@ impl PresenceService {
         Ok(audience)
     }
 
-    /// The chat rooms whose watchers (`presence:watch`) hear about `user_id`'s presence: all of
-    /// the user's rooms, or none when the user does not share their online status.
-    pub async fn watched_rooms(
-        &self,
-        prefs: &PreferenceService,
-        user_id: &str,
-    ) -> AppResult<Vec<String>> {
-        if !prefs.get(user_id).await?.share_online_status {
-            return Ok(Vec::new());
-        }
-        crate::domain::chat::room_ids_of(&self.db, user_id).await
-    }
-
     /// The other members of the user's direct rooms, in one query.
     async fn direct_partners(&self, user_id: &str) -> AppResult<Vec<String>> {
         let my_direct_rooms = sea_orm::sea_query::Query::select()
