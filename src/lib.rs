@@ -24,6 +24,8 @@ pub mod http;
 pub mod input;
 /// Prometheus metrics.
 pub mod metrics;
+/// One event pipeline for every transport: journal, cursors, ordered delivery.
+pub mod pipeline;
 /// The Socket.IO transport.
 pub mod realtime;
 /// What a SQLite `DATABASE_URL` means on disk.
