@@ -136,6 +136,8 @@ impl Application {
                 config.presence_activity_throttle_ms,
             )),
             room_counts: Default::default(),
+            pipeline: crate::pipeline::Pipeline::stub(),
+            sessions: Default::default(),
             slots: Default::default(),
             room_moves: Default::default(),
             db,

@@ -48,6 +48,10 @@ pub struct Core {
     /// The connection slots this node's sockets hold, for the per-node limit during a Redis
     /// outage and the periodic slot reconciliation.
     pub slots: crate::realtime::slots::SlotRegistry,
+    /// TEMP stub of helper A's pipeline.
+    pub pipeline: crate::pipeline::Pipeline,
+    /// This node's SSE and long-poll sessions.
+    pub sessions: crate::pipeline::sessions::Sessions,
     /// Cross-node socket moves into and out of chat rooms waiting for Redis to answer again.
     pub room_moves: crate::realtime::membership::PendingMoves,
     /// Typing state of users whose sockets are on this node.

@@ -5,7 +5,29 @@
 //!
 //! Design notes (ordering, gap filling, the resume handoff) are in `docs/delivery.md`.
 
+pub mod journal;
 pub mod model;
 pub mod sessions;
 
 pub use model::{Cursor, Event, Kind};
+
+/// TEMP stub of helper A's pipeline API (replaced by the merge of pA).
+pub struct Pipeline;
+
+impl Pipeline {
+    pub fn stub() -> Self {
+        Pipeline
+    }
+    pub async fn in_order<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(u64) -> R + Send + 'static,
+    ) -> Result<R, crate::error::AppError> {
+        Ok(f(0))
+    }
+    pub fn epoch(&self) -> &str {
+        "stub"
+    }
+    pub fn node_id(&self) -> &str {
+        "stub"
+    }
+}
