@@ -215,6 +215,23 @@ pub struct Config {
         default_value_t = 3_600_000
     )]
     pub notification_purge_interval_ms: u64,
+    /// Interval of the keep-alive comments on an SSE stream: they keep proxies from closing an
+    /// idle stream and let the server notice a client that went away.
+    #[arg(long, env = "SSE_KEEPALIVE_MS", default_value_t = 15_000)]
+    pub sse_keepalive_ms: u64,
+    /// The `retry:` hint of an SSE stream: how long `EventSource` waits before reconnecting.
+    #[arg(long, env = "SSE_RETRY_MS", default_value_t = 3_000)]
+    pub sse_retry_ms: u64,
+    /// Events waiting to be written to one SSE stream; a stream that falls this far behind is
+    /// closed with `session:error` `SLOW_CONSUMER` (it resumes from `Last-Event-ID`).
+    #[arg(long, env = "SSE_QUEUE_DEPTH", default_value_t = 256)]
+    pub sse_queue_depth: usize,
+    /// Longest wait of a long poll, and its default `timeout_ms`.
+    #[arg(long, env = "POLL_TIMEOUT_MS", default_value_t = 30_000)]
+    pub poll_timeout_ms: u64,
+    /// TEMP (A adds it).
+    #[arg(long, env = "RESUME_MAX_EVENTS", default_value_t = 10_000)]
+    pub resume_max_events: usize,
     /// How long a graceful shutdown waits for in-flight work.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
     pub shutdown_timeout_ms: u64,
@@ -291,6 +308,9 @@ impl Config {
             anyhow::bail!(
                 "FEED_COUNTS_MIN_INTERVAL_MS must be at least 1 and at most FEED_COUNTS_INTERVAL_MS"
             );
+        }
+        if self.sse_keepalive_ms == 0 || self.sse_queue_depth == 0 {
+            anyhow::bail!("SSE_KEEPALIVE_MS and SSE_QUEUE_DEPTH must be at least 1");
         }
         if self.presence_count_interval_ms == 0 {
             anyhow::bail!("PRESENCE_COUNT_INTERVAL_MS must be at least 1");

@@ -8,6 +8,7 @@
 //! blocks the dispatcher: each session has a bounded queue, and a stream that falls behind is
 //! closed with a reason (like a slow socket) instead of holding the others up.
 
+use std::any::Any;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
@@ -88,7 +89,6 @@ pub enum Overflow {
 }
 
 /// How to register a session.
-#[derive(Clone, Debug)]
 pub struct SessionSpec {
     pub user_id: String,
     pub transport: Transport,
@@ -103,11 +103,27 @@ pub struct SessionSpec {
     /// Whether journaled events are queued (SSE) or only wake the reader up (long polling,
     /// which reads them from the journal).
     pub queue_journaled: bool,
+    /// Whatever the session holds while it is registered (its connection slot): dropped when
+    /// the session is removed, for whatever reason, so nothing it holds outlives it.
+    pub holds: Option<Box<dyn Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for SessionSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionSpec")
+            .field("user_id", &self.user_id)
+            .field("transport", &self.transport)
+            .field("rooms", &self.rooms)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The reading end of one session: its queue and its fate.
 pub struct Session {
     pub id: u64,
+    /// Unique across nodes (`sse:…`, `poll:…`): the connection slot's id, the `session` a
+    /// poller sends back, and what an event's `except` names to skip this session.
+    pub tag: String,
     pub user_id: String,
     pub transport: Transport,
     shared: Arc<Shared>,
@@ -131,6 +147,8 @@ struct Shared {
     dropped: AtomicU64,
     /// When the session's owner last used it (a poll arriving), for expiry.
     touched: Mutex<Instant>,
+    /// Polls of this session in progress: a session is never expired while one waits.
+    busy: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -165,6 +183,10 @@ impl Shared {
 
     fn close(&self, reason: CloseReason) {
         let _ = self.closed.set(reason);
+        if reason == CloseReason::SlowConsumer {
+            // Never to be read: free it now, not when the stalled response is finally dropped.
+            lock(&self.queue).clear();
+        }
         self.notify.notify_one();
     }
 }
@@ -211,14 +233,17 @@ impl Session {
         *lock(&self.shared.touched) = Instant::now();
     }
 
+    /// Marks a poll in progress until the returned guard is dropped (which touches the
+    /// session again: its expiry counts from the end of the last poll).
+    pub fn busy(&self) -> Busy {
+        self.shared.busy.fetch_add(1, Ordering::SeqCst);
+        self.touch();
+        Busy(self.shared.clone())
+    }
+
     /// Ephemeral events dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
-    }
-
-    /// The tag an event's `except` list names to skip this session.
-    pub fn tag(&self) -> String {
-        format!("{}{}", self.transport.sid_prefix(), self.id)
     }
 
     /// Another handle on the same session (long polling keeps one in the registry's table of
@@ -226,10 +251,21 @@ impl Session {
     pub fn share(&self) -> Session {
         Session {
             id: self.id,
+            tag: self.tag.clone(),
             user_id: self.user_id.clone(),
             transport: self.transport,
             shared: self.shared.clone(),
         }
+    }
+}
+
+/// A poll in progress (see [`Session::busy`]).
+pub struct Busy(Arc<Shared>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        *lock(&self.0.touched) = Instant::now();
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -240,11 +276,13 @@ struct Entry {
     rooms: HashSet<String>,
     follows_membership: bool,
     shared: Arc<Shared>,
+    holds: Option<Box<dyn Any + Send + Sync>>,
 }
 
 #[derive(Default)]
 struct Index {
     sessions: HashMap<u64, Entry>,
+    by_tag: HashMap<String, u64>,
     by_room: HashMap<String, HashSet<u64>>,
     by_user: HashMap<String, HashSet<u64>>,
 }
@@ -265,6 +303,7 @@ impl Index {
 
     fn remove(&mut self, id: u64) -> Option<Entry> {
         let entry = self.sessions.remove(&id)?;
+        self.by_tag.remove(&entry.tag);
         for room in &entry.rooms {
             self.remove_room(id, room);
         }
@@ -301,8 +340,19 @@ impl Sessions {
         self.index.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers a session; it receives every event delivered from now on.
-    pub fn register(&self, spec: SessionSpec) -> Session {
+    /// A new session tag for `transport`, unique across nodes: taken before registering, so
+    /// the connection slot can be reserved under it first.
+    pub fn new_tag(transport: Transport) -> String {
+        format!(
+            "{}{}",
+            transport.sid_prefix(),
+            uuid::Uuid::now_v7().simple()
+        )
+    }
+
+    /// Registers a session under `tag` (from [`Sessions::new_tag`]); it receives every event
+    /// delivered from now on.
+    pub fn register(&self, tag: String, spec: SessionSpec) -> Session {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let shared = Arc::new(Shared {
             queue: Mutex::new(VecDeque::new()),
@@ -313,14 +363,16 @@ impl Sessions {
             queue_journaled: spec.queue_journaled,
             dropped: AtomicU64::new(0),
             touched: Mutex::new(Instant::now()),
+            busy: AtomicU64::new(0),
         });
         let entry = Entry {
             user_id: spec.user_id.clone(),
             transport: spec.transport,
-            tag: format!("{}{id}", spec.transport.sid_prefix()),
+            tag: tag.clone(),
             rooms: spec.rooms.iter().cloned().collect(),
             follows_membership: spec.follows_membership,
             shared: shared.clone(),
+            holds: spec.holds,
         };
         let mut index = self.write();
         for room in &entry.rooms {
@@ -331,9 +383,11 @@ impl Sessions {
             .entry(spec.user_id.clone())
             .or_default()
             .insert(id);
+        index.by_tag.insert(tag.clone(), id);
         index.sessions.insert(id, entry);
         Session {
             id,
+            tag,
             user_id: spec.user_id,
             transport: spec.transport,
             shared,
@@ -345,12 +399,14 @@ impl Sessions {
         self.write().remove(id);
     }
 
-    /// The session `id` of `user_id` and `transport`, if this node has it.
-    pub fn get(&self, id: u64, user_id: &str, transport: Transport) -> Option<Session> {
+    /// The session `tag` of `user_id` and `transport`, if this node has it.
+    pub fn get(&self, tag: &str, user_id: &str, transport: Transport) -> Option<Session> {
         let index = self.read();
+        let id = *index.by_tag.get(tag)?;
         let entry = index.sessions.get(&id)?;
         (entry.user_id == user_id && entry.transport == transport).then(|| Session {
             id,
+            tag: entry.tag.clone(),
             user_id: entry.user_id.clone(),
             transport,
             shared: entry.shared.clone(),
@@ -497,21 +553,29 @@ impl Sessions {
             .count()
     }
 
-    /// Sessions of `transport` not used since `cutoff`: removed and returned (user, tag), so
-    /// their owner can release what they held.
-    pub fn expire(&self, transport: Transport, cutoff: Instant) -> Vec<(String, String)> {
+    /// Sessions of `transport` not used since `cutoff`: removed, and what they held returned,
+    /// so their owner can release it on its own terms.
+    pub fn expire(
+        &self,
+        transport: Transport,
+        cutoff: Instant,
+    ) -> Vec<Option<Box<dyn Any + Send + Sync>>> {
         let stale: Vec<u64> = self
             .read()
             .sessions
             .iter()
-            .filter(|(_, e)| e.transport == transport && *lock(&e.shared.touched) < cutoff)
+            .filter(|(_, e)| {
+                e.transport == transport
+                    && e.shared.busy.load(Ordering::SeqCst) == 0
+                    && *lock(&e.shared.touched) < cutoff
+            })
             .map(|(id, _)| *id)
             .collect();
         let mut index = self.write();
         stale
             .into_iter()
             .filter_map(|id| index.remove(id))
-            .map(|e| (e.user_id, e.tag))
+            .map(|e| e.holds)
             .collect()
     }
 }
@@ -529,7 +593,12 @@ mod tests {
             depth,
             overflow: Overflow::Close,
             queue_journaled: true,
+            holds: None,
         }
+    }
+
+    fn register(sessions: &Sessions, spec: SessionSpec) -> Session {
+        sessions.register(Sessions::new_tag(spec.transport), spec)
     }
 
     fn event(name: &str, targets: &[&str]) -> Event {
@@ -548,12 +617,12 @@ mod tests {
     #[test]
     fn delivers_once_by_target_minus_exceptions() {
         let sessions = Sessions::default();
-        let a = sessions.register(spec("a", &["user:a", "chat:r"], 8));
-        let b = sessions.register(spec("b", &["user:b", "chat:r"], 8));
+        let a = register(&sessions, spec("a", &["user:a", "chat:r"], 8));
+        let b = register(&sessions, spec("b", &["user:b", "chat:r"], 8));
         sessions.deliver(&event("both", &["chat:r", "user:a"]));
         sessions.deliver(&event("typing", &["chat:r"]).except(["user:a".to_owned()]));
         sessions.deliver(&event("other", &["chat:x"]));
-        sessions.deliver(&event("origin", &["chat:r"]).except([a.tag()]));
+        sessions.deliver(&event("origin", &["chat:r"]).except([a.tag.clone()]));
         assert_eq!(names(&a), ["both"]);
         assert_eq!(names(&b), ["both", "typing", "origin"]);
     }
@@ -561,11 +630,14 @@ mod tests {
     #[test]
     fn membership_follows_join_and_leave() {
         let sessions = Sessions::default();
-        let all = sessions.register(spec("a", &["user:a"], 8));
-        let room = sessions.register(SessionSpec {
-            follows_membership: false,
-            ..spec("a", &["chat:r"], 8)
-        });
+        let all = register(&sessions, spec("a", &["user:a"], 8));
+        let room = register(
+            &sessions,
+            SessionSpec {
+                follows_membership: false,
+                ..spec("a", &["chat:r"], 8)
+            },
+        );
         sessions.join("a", "chat:n");
         sessions.deliver(&event("n", &["chat:n"]));
         assert_eq!(names(&all), ["n"]);
@@ -581,8 +653,8 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_closes_only_that_session() {
         let sessions = Sessions::default();
-        let slow = sessions.register(spec("a", &["chat:r"], 2));
-        let fast = sessions.register(spec("b", &["chat:r"], 2));
+        let slow = register(&sessions, spec("a", &["chat:r"], 2));
+        let fast = register(&sessions, spec("b", &["chat:r"], 2));
         for i in 0..3 {
             sessions.deliver(&event(&format!("e{i}"), &["chat:r"]));
             if let Next::Event(e) = fast.next().await {
@@ -601,12 +673,15 @@ mod tests {
     #[test]
     fn pollers_drop_oldest_and_are_only_woken_by_journaled_events() {
         let sessions = Sessions::default();
-        let p = sessions.register(SessionSpec {
-            transport: Transport::Longpoll,
-            overflow: Overflow::DropOldest,
-            queue_journaled: false,
-            ..spec("a", &["chat:r"], 2)
-        });
+        let p = register(
+            &sessions,
+            SessionSpec {
+                transport: Transport::Longpoll,
+                overflow: Overflow::DropOldest,
+                queue_journaled: false,
+                ..spec("a", &["chat:r"], 2)
+            },
+        );
         let mut journaled = event("j", &["chat:r"]);
         journaled.id = Some(1);
         sessions.deliver(&journaled);

@@ -3,6 +3,7 @@
 //! same code.
 
 pub mod ack;
+pub mod actions;
 mod budget;
 mod chat;
 mod connection;

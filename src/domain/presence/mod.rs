@@ -79,6 +79,12 @@ pub struct Reconciled {
 /// nodes never both report the same transition.
 #[async_trait]
 pub trait PresenceStore: Send + Sync + 'static {
+    /// The user's connections on every node, as (connection id, node id). Empty where the store
+    /// cannot tell (the single-node memory store: there, this node's own lists are complete).
+    async fn connections(&self, _user: &str) -> anyhow::Result<Vec<(String, String)>> {
+        Ok(Vec::new())
+    }
+
     /// Records socket `sid` for `user` unless the user already holds `limit` sockets.
     async fn reserve_connection(&self, user: &str, sid: &str, limit: u32) -> anyhow::Result<bool>;
 
