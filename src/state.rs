@@ -57,6 +57,10 @@ pub struct Core {
     pub redis: Option<fred::clients::Client>,
     /// Tells the other nodes about changes to node-local state.
     pub bus: Arc<dyn CacheBus>,
+    /// Every server→client event goes through it: journal, bus, dispatcher.
+    pub pipeline: crate::pipeline::Pipeline,
+    /// This node's SSE streams and long-poll sessions (fed by the dispatcher).
+    pub sessions: crate::pipeline::sessions::Sessions,
     /// Cancelled once on shutdown; every background task watches it.
     pub shutdown: CancellationToken,
 }
