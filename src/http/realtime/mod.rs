@@ -234,10 +234,30 @@ async fn replay(
     )
     .await?;
     if let Some(room_id) = room {
-        let target = rooms::chat(room_id);
-        replay.events.retain(|e| e.reaches([target.as_str()]));
+        // The journal keeps no live targets: a chat event names its room in its payload.
+        replay.events.retain(|e| about_room(e, room_id));
     }
     Ok(replay)
+}
+
+/// Whether a journaled event is about `room_id` (`roomId`, or the `room` of a room update).
+fn about_room(event: &Event, room_id: &str) -> bool {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Probe<'a> {
+        #[serde(borrow)]
+        room_id: Option<&'a str>,
+        #[serde(borrow)]
+        room: Option<RoomProbe<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct RoomProbe<'a> {
+        #[serde(borrow)]
+        id: Option<&'a str>,
+    }
+    serde_json::from_str::<Probe<'_>>(event.payload.get()).is_ok_and(|p| {
+        p.room_id == Some(room_id) || p.room.and_then(|r| r.id) == Some(room_id)
+    })
 }
 
 /// The `session:ready` payload of a stream: the socket's fields plus where the client stands.
