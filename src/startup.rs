@@ -150,7 +150,6 @@ impl Application {
             )),
             room_counts: Default::default(),
             slots: Default::default(),
-            room_moves: Default::default(),
             pipeline,
             sessions: Default::default(),
             db,
@@ -202,8 +201,7 @@ impl Application {
                         subscriber,
                         io.clone(),
                         NAMESPACE,
-                        core.metrics.clone(),
-                        core.shutdown.clone(),
+                        core.clone(),
                     ));
                 }
                 crate::tasks::spawn_all(io.clone(), core.clone());

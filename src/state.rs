@@ -48,8 +48,6 @@ pub struct Core {
     /// The connection slots this node's sockets hold, for the per-node limit during a Redis
     /// outage and the periodic slot reconciliation.
     pub slots: crate::realtime::slots::SlotRegistry,
-    /// Cross-node socket moves into and out of chat rooms waiting for Redis to answer again.
-    pub room_moves: crate::realtime::membership::PendingMoves,
     /// Typing state of users whose sockets are on this node.
     pub typing: TypingTracker,
     pub metrics: Metrics,

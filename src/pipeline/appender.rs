@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::{Append, Input, journal};
+use super::{Append, Done, Input, journal};
 use crate::state::Core;
 
 /// Most events stored in one transaction.
@@ -54,11 +54,27 @@ pub(super) async fn run(core: Arc<Core>, mut appends: mpsc::Receiver<Append>) {
             .iter()
             .map(|n| ids.by_ref().take(*n).collect())
             .collect();
-        for event in events {
-            pipeline.feed(Input::Event(event)).await;
-        }
+        // Each request's signal rides on its last event: delivery is in id order.
+        let mut signals: std::collections::HashMap<u64, Done> = std::collections::HashMap::new();
+        let mut replies = Vec::with_capacity(batch.len());
         for (a, ids) in batch.into_iter().zip(answers) {
-            let _ = a.reply.send(Ok(ids));
+            let (done, wait) = tokio::sync::oneshot::channel();
+            match ids.last() {
+                Some(last) => {
+                    signals.insert(*last, done);
+                }
+                None => {
+                    let _ = done.send(());
+                }
+            }
+            replies.push((a.reply, ids, wait));
+        }
+        for event in events {
+            let done = event.id.and_then(|id| signals.remove(&id));
+            pipeline.feed(Input::Event(event, done)).await;
+        }
+        for (reply, ids, wait) in replies {
+            let _ = reply.send(Ok((ids, wait)));
         }
     }
     pipeline.mark_drained();

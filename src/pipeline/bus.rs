@@ -176,7 +176,7 @@ pub async fn listen(
                     match decode(bytes) {
                         Ok((node, events)) if node != pipeline.node_id() => {
                             for e in events {
-                                pipeline.feed(Input::Event(e)).await;
+                                pipeline.feed(Input::Event(e, None)).await;
                             }
                         }
                         Ok(_) => {}

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::model::Event;
-use super::{Input, journal};
+use super::{Done, Input, journal};
 use crate::realtime::{NAMESPACE, rooms};
 use crate::state::Core;
 
@@ -68,13 +68,20 @@ fn membership(event: &Event) -> Option<(String, Vec<String>, bool)> {
     }
 }
 
+/// Tells a publisher its event was delivered here.
+fn signal(done: Option<Done>) {
+    if let Some(done) = done {
+        let _ = done.send(());
+    }
+}
+
 struct Dispatcher<A: Adapter> {
     io: SocketIo<A>,
     core: Arc<Core>,
     /// The highest journal id delivered.
     last: u64,
-    /// Journaled events that arrived ahead of a gap.
-    pending: BTreeMap<u64, Event>,
+    /// Journaled events that arrived ahead of a gap (with their publishers' signals).
+    pending: BTreeMap<u64, (Event, Option<Done>)>,
     /// When the current gap is read from the journal.
     gap_deadline: Option<Instant>,
     gap_wait: Duration,
@@ -117,7 +124,7 @@ pub(crate) async fn run<A: Adapter>(
         tokio::select! {
             biased;
             next = input.recv() => match next {
-                Some(Input::Event(event)) => d.accept(event).await,
+                Some(Input::Event(event, done)) => d.accept(event, done).await,
                 Some(Input::InOrder { min, run }) => {
                     if min > d.last {
                         d.fill_to_head().await;
@@ -138,21 +145,24 @@ pub(crate) async fn run<A: Adapter>(
 }
 
 impl<A: Adapter> Dispatcher<A> {
-    async fn accept(&mut self, event: Event) {
+    async fn accept(&mut self, event: Event, done: Option<Done>) {
         let Some(id) = event.id else {
             self.deliver(&event).await;
+            signal(done);
             return;
         };
         if id <= self.last {
+            signal(done);
             return;
         }
         if id == self.last + 1 {
             self.deliver(&event).await;
             self.last = id;
+            signal(done);
             self.drain_pending().await;
             return;
         }
-        self.pending.insert(id, event);
+        self.pending.insert(id, (event, done));
         if self.gap_deadline.is_none() {
             self.gap_deadline = Some(Instant::now() + self.gap_wait);
         }
@@ -164,11 +174,12 @@ impl<A: Adapter> Dispatcher<A> {
         while let Some(entry) = self.pending.first_entry() {
             let id = *entry.key();
             if id <= self.last {
-                entry.remove();
+                signal(entry.remove().1);
             } else if id == self.last + 1 {
-                let event = entry.remove();
+                let (event, done) = entry.remove();
                 self.deliver(&event).await;
                 self.last = id;
+                signal(done);
             } else {
                 break;
             }
@@ -217,10 +228,12 @@ impl<A: Adapter> Dispatcher<A> {
                 }
                 for event in events {
                     // A held live copy of the same id is the same event; drop it.
-                    if let Some(id) = event.id {
-                        self.pending.remove(&id);
-                    }
+                    let done = event
+                        .id
+                        .and_then(|id| self.pending.remove(&id))
+                        .and_then(|p| p.1);
                     self.deliver(&event).await;
+                    signal(done);
                 }
                 self.last = through;
                 self.drain_pending().await;

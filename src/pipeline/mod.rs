@@ -34,16 +34,32 @@ const DISPATCH_QUEUE: usize = 65_536;
 /// resumes again from its cursor).
 pub const HOLD_MAX: usize = 10_000;
 
+/// Fired by the dispatcher once it delivered an event on this node (or knew it already had).
+pub(crate) type Done = oneshot::Sender<()>;
+
+/// What the appender answers: the ids, and a signal fired once this node delivered them.
+type Appended = Result<(Vec<u64>, oneshot::Receiver<()>), String>;
+
 /// What the appender is asked: store these events in one transaction and answer their ids.
 struct Append {
     events: Vec<Event>,
-    reply: oneshot::Sender<Result<Vec<u64>, String>>,
+    reply: oneshot::Sender<Appended>,
+}
+
+/// Longest a publisher waits for this node's delivery of its event (a gap being filled).
+const DELIVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits (bounded) until this node delivered: a REST answer or an ack then comes after the
+/// event reached this node's receivers, as when emits were synchronous.
+async fn delivered(done: oneshot::Receiver<()>) {
+    let _ = tokio::time::timeout(DELIVERY_WAIT, done).await;
 }
 
 /// What the dispatcher consumes, in one totally ordered line.
 pub(crate) enum Input {
-    /// An event to deliver (from this node's appender or publishers, or from the bus).
-    Event(Event),
+    /// An event to deliver (from this node's appender or publishers, or from the bus), with
+    /// the signal its publisher waits on.
+    Event(Event, Option<Done>),
     /// Run a closure between two events once everything up to `min` is delivered (or the
     /// journal has nothing more).
     InOrder {
@@ -169,7 +185,10 @@ impl Pipeline {
             .await
             .map_err(|_| AppError::Unavailable("the event journal is not running".into()))?;
         match answer.await {
-            Ok(Ok(ids)) => Ok(ids),
+            Ok(Ok((ids, done))) => {
+                delivered(done).await;
+                Ok(ids)
+            }
             Ok(Err(e)) => Err(AppError::Internal(anyhow::anyhow!(
                 "journaling events failed: {e}"
             ))),
@@ -183,16 +202,19 @@ impl Pipeline {
         if let Some(bus) = &self.bus {
             bus.publish(&self.node_id, std::slice::from_ref(&ev)).await;
         }
-        if self.input.send(Input::Event(ev)).await.is_err() {
+        let (done, wait) = oneshot::channel();
+        if self.input.send(Input::Event(ev, Some(done))).await.is_err() {
             tracing::debug!("dispatcher stopped; event not delivered");
+            return;
         }
+        delivered(wait).await;
     }
 
     /// Delivers on this node only, never journaled or republished (redis-emitter input, and
     /// events that arrived from the bus). Dropped, with a warning, when the dispatcher's queue
     /// is full.
     pub fn dispatch_local(&self, ev: Event) {
-        if let Err(e) = self.input.try_send(Input::Event(ev)) {
+        if let Err(e) = self.input.try_send(Input::Event(ev, None)) {
             tracing::warn!(error = %e, "dispatcher queue full; a local event was dropped");
         }
     }

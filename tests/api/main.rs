@@ -24,6 +24,7 @@ mod presence;
 mod presence_pipeline;
 mod profile_names;
 mod rest_auth;
+mod resume;
 mod sqlite_urls;
 mod sse;
 mod write_path;
