@@ -255,9 +255,8 @@ fn about_room(event: &Event, room_id: &str) -> bool {
         #[serde(borrow)]
         id: Option<&'a str>,
     }
-    serde_json::from_str::<Probe<'_>>(event.payload.get()).is_ok_and(|p| {
-        p.room_id == Some(room_id) || p.room.and_then(|r| r.id) == Some(room_id)
-    })
+    serde_json::from_str::<Probe<'_>>(event.payload.get())
+        .is_ok_and(|p| p.room_id == Some(room_id) || p.room.and_then(|r| r.id) == Some(room_id))
 }
 
 /// The `session:ready` payload of a stream: the socket's fields plus where the client stands.
