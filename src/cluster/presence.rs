@@ -304,6 +304,14 @@ impl RedisPresence {
 
 #[async_trait]
 impl PresenceStore for RedisPresence {
+    async fn connections(&self, user: &str) -> anyhow::Result<Vec<(String, String)>> {
+        super::ensure_connected(&self.client)?;
+        let conns: HashMap<String, String> = self.client.hgetall(self.conns(user)).await?;
+        let mut list: Vec<(String, String)> = conns.into_iter().collect();
+        list.sort();
+        Ok(list)
+    }
+
     async fn reserve_connection(&self, user: &str, sid: &str, limit: u32) -> anyhow::Result<bool> {
         super::ensure_connected(&self.client)?;
         let keys = vec![self.conns(user), self.node_users(&self.node_id)];

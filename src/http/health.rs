@@ -48,6 +48,8 @@ async fn health<A: Adapter>(State(state): State<AppState<A>>) -> impl IntoRespon
         "status": if healthy { "ok" } else { "degraded" },
         "timestamp": crate::time::now_rfc3339(),
         "connections": connections,
+        // This node's sessions per transport: sockets by engine.io transport, SSE, long polls.
+        "transports": super::realtime::transport_counts(&state.io, core),
         "services": {
             "database": if database_ok { "ok" } else { "down" },
             "redis": redis,
@@ -61,7 +63,12 @@ async fn health<A: Adapter>(State(state): State<AppState<A>>) -> impl IntoRespon
     (status, Json(body))
 }
 
+/// Also sets `switchboard_sessions{transport}` from this node's live sessions, so the gauge is
+/// exact whenever it is scraped (the label set is fixed: see `realtime::status::TRANSPORTS`).
 async fn metrics<A: Adapter>(State(state): State<AppState<A>>) -> impl IntoResponse {
+    for (transport, count) in super::realtime::transport_counts(&state.io, &state.core) {
+        ::metrics::gauge!("switchboard_sessions", "transport" => transport).set(count as f64);
+    }
     (
         [(
             header::CONTENT_TYPE,

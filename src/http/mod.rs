@@ -12,9 +12,11 @@ mod internal;
 pub mod json;
 mod notifications;
 mod presence;
+mod realtime;
 mod room_state;
 
 pub use notifications::MarkReadBody;
+pub use realtime::{sweep_pollers, transport_counts};
 
 use std::time::{Duration, Instant};
 
@@ -45,6 +47,8 @@ pub fn router<A: Adapter>(state: AppState<A>) -> Router {
         // Every user GET is conditional (rooms, history, notifications, preferences, presence,
         // receipts, feed): see `etag`.
         .layer(middleware::from_fn(etag::conditional_get))
+        // Streams, polls and actions: never conditional (a stream has no end to hash).
+        .merge(realtime::router())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             require_database::<A>,

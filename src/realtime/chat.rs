@@ -1,8 +1,6 @@
 //! Socket.IO handlers of the chat events (contract §3). Each parses its payload, calls the chat
 //! service and emits through the shared emit table; every path answers the ack.
 
-use std::time::Instant;
-
 use serde::Deserialize;
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
@@ -158,24 +156,8 @@ async fn on_typing<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, 
     let EventCtx { io, core, user, .. } = &ctx;
     ctx.respond("chat:typing", ack, async {
         let p: TypingPayload = parse(data, Payload::Required)?;
-        core.chat.require_member(&p.room_id, &user.id).await?;
         let emitter = Emitter::server(io, core);
-        if p.is_typing {
-            let outcome = core.typing.start(&user.id, &p.room_id, Instant::now());
-            // The preference is read only when something would be shown (at most once per
-            // throttle window); typing state exists only for what was shown, so the automatic
-            // and explicit `false` need no check of their own. The automatic `false` is sent by
-            // the typing sweeper (`tasks`).
-            if outcome.forward {
-                if !core.preferences.get(&user.id).await?.share_typing {
-                    core.typing.stop(&user.id, &p.room_id);
-                    return Ok(json!({}));
-                }
-                emitter.typing(&p.room_id, &user.id, true).await;
-            }
-        } else if core.typing.stop(&user.id, &p.room_id) {
-            emitter.typing(&p.room_id, &user.id, false).await;
-        }
+        super::actions::typing(&emitter, core, &user.id, &p.room_id, p.is_typing).await?;
         Ok(json!({}))
     })
     .await;
@@ -193,17 +175,9 @@ async fn on_read<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, ac
     let EventCtx { core, user, .. } = &ctx;
     ctx.respond("chat:read", ack, async {
         let p: WatermarkPayload = parse(data, Payload::Required)?;
-        let mark = core
-            .chat
-            .mark_read(&user.id, &p.room_id, p.up_to_seq)
-            .await?;
-        if mark.moved {
-            let shared = core.preferences.get(&user.id).await?.share_read_receipts;
-            ctx.emitter()
-                .messages_read(&p.room_id, &user.id, &mark, shared)
-                .await;
-        }
-        Ok(json!({ "unreadCount": mark.unread_count }))
+        let unread_count =
+            super::actions::read(&ctx.emitter(), core, &user.id, &p.room_id, p.up_to_seq).await?;
+        Ok(json!({ "unreadCount": unread_count }))
     })
     .await;
 }
@@ -216,15 +190,7 @@ async fn on_delivered<A: Adapter>(
     let EventCtx { core, user, .. } = &ctx;
     ctx.respond("chat:delivered", ack, async {
         let p: WatermarkPayload = parse(data, Payload::Required)?;
-        let mark = core
-            .chat
-            .mark_delivered(&user.id, &p.room_id, p.up_to_seq)
-            .await?;
-        if mark.moved {
-            ctx.emitter()
-                .messages_delivered(&p.room_id, &user.id, &mark)
-                .await;
-        }
+        super::actions::delivered(&ctx.emitter(), core, &user.id, &p.room_id, p.up_to_seq).await?;
         Ok(json!({}))
     })
     .await;

@@ -115,36 +115,14 @@ async fn on_activity<A: Adapter>(
 
 #[derive(Deserialize, Validate)]
 struct StatusPayload {
-    status: ChosenStatus,
-}
-
-/// The statuses a user may choose (`offline` is not a choice: it follows from disconnecting).
-#[derive(Clone, Copy, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum ChosenStatus {
-    Online,
-    Away,
-    Busy,
+    status: super::actions::ChosenStatus,
 }
 
 async fn on_status<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, ack: AckSender<A>) {
     let EventCtx { core, user, .. } = &ctx;
     ctx.respond("presence:status", ack, async {
         let payload: StatusPayload = parse(data, Payload::Required)?;
-        let status = match payload.status {
-            ChosenStatus::Online => Status::Online,
-            ChosenStatus::Away => Status::Away,
-            ChosenStatus::Busy => Status::Busy,
-        };
-        let now = Utc::now();
-        if let Some(status) = core
-            .presence
-            .store
-            .set_status(&user.id, status, now)
-            .await?
-        {
-            queue_status(core, &user.id, status).await;
-        }
+        super::actions::set_status(core, &user.id, payload.status).await?;
         Ok(json!({}))
     })
     .await;

@@ -79,6 +79,12 @@ pub struct Reconciled {
 /// nodes never both report the same transition.
 #[async_trait]
 pub trait PresenceStore: Send + Sync + 'static {
+    /// The user's connections on every node, as (connection id, node id). Empty where the store
+    /// cannot tell (the single-node memory store: there, this node's own lists are complete).
+    async fn connections(&self, _user: &str) -> anyhow::Result<Vec<(String, String)>> {
+        Ok(Vec::new())
+    }
+
     /// Records socket `sid` for `user` unless the user already holds `limit` sockets.
     async fn reserve_connection(&self, user: &str, sid: &str, limit: u32) -> anyhow::Result<bool>;
 
@@ -240,6 +246,24 @@ impl PresenceService {
             .all(&self.db)
             .await?;
         Ok(partners)
+    }
+
+    /// The users whose presence `viewer` may see: followees and direct-room partners, at most
+    /// `max` followees (a resume snapshot stays bounded; REST pages through the rest).
+    pub async fn visible_to(&self, viewer: &str, max: u64) -> AppResult<Vec<String>> {
+        let mut users: Vec<String> = follow::Entity::find()
+            .select_only()
+            .column(follow::Column::FolloweeId)
+            .filter(follow::Column::FollowerId.eq(viewer))
+            .limit(max)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        users.extend(self.direct_partners(viewer).await?);
+        users.sort();
+        users.dedup();
+        users.retain(|u| u != viewer);
+        Ok(users)
     }
 
     /// Records that the user went offline now, for `lastSeen`.
