@@ -13,7 +13,7 @@ import { memoryStorage, wrap } from '@switchboard/client';
 import { httpStatus } from '../lib/assertions.mjs';
 import { createGroup, sendRest, sendSocket } from '../lib/chat.mjs';
 import { connect, createSocket, emitAck, range, uid } from '../lib/client.mjs';
-import { makeUsers, nodesOf, useServer } from '../lib/harness.mjs';
+import { CLUSTER_MODE, makeUsers, nodesOf, useServer } from '../lib/harness.mjs';
 import { closeHelpers, cursorId, describeEvent, helperReceiver, plainReceiver } from '../lib/resume.mjs';
 
 const ALL_KINDS = ['chat', 'notifications', 'feed'];
@@ -373,3 +373,41 @@ describe('resume race: a sender never stops while receivers drop and resume', ()
     }
   });
 });
+
+for (const [how, stop] of [
+  ['SIGKILLed', (cluster, i) => cluster.kill(i)],
+  ['stopped gracefully', (cluster, i) => cluster.stopNode(i)],
+]) {
+  describe(`resume on another node after the client's node was ${how}`, { skip: CLUSTER_MODE ? false : 'needs SWITCHBOARD_NODES (npm run test:cluster)' }, () => {
+    const ctx = useServer({ RATE_LIMIT_PER_MINUTE: '100000' });
+
+    it(`node ${how}: the client resumes on a live node with nothing lost`, async () => {
+      const cluster = ctx.server;
+      const live = cluster.alive();
+      assert.ok(live.length >= 2, 'two live nodes');
+      const [dying, survivor] = live;
+      const [a, b] = await makeUsers(cluster, 2, 'rsdie');
+      const room = await createGroup(a, [b], 'node dies');
+      const receiver = plainReceiver(cluster, b);
+      await receiver.connect(dying);
+      const gone = new Promise((resolve) => receiver.socket.once('disconnect', resolve));
+      const before = await survivor.api('POST', `/api/v1/realtime/chat/rooms/${room.id}/messages`, { token: a.token, body: { message: 'before' } });
+      httpStatus(before, 201);
+      await receiver.log.until((l) => l.sinceReady().length >= 1, 8000, 'the live message');
+      await stop(cluster, cluster.nodes.indexOf(dying));
+      await gone;
+      const away = [];
+      for (const n of range(1, 3)) {
+        const res = await survivor.api('POST', `/api/v1/realtime/chat/rooms/${room.id}/messages`, { token: a.token, body: { message: `away ${n}` } });
+        away.push(httpStatus(res, 201));
+      }
+      const ready = await receiver.reconnect(survivor);
+      assert.equal(ready.recovered, true, JSON.stringify(ready));
+      assert.equal(ready.replayed, 3);
+      await receiver.log.until((l) => l.sinceReady().length >= 3, 8000, 'the replay');
+      assert.deepEqual(describeAll(receiver.log.sinceReady()), away.map((m) => msg(room, m)));
+      assertIncreasing(receiver.log);
+      receiver.close();
+    });
+  });
+}
