@@ -312,7 +312,8 @@ describe('resume: a position the server cannot continue from is a reset', () => 
     const s = await session;
     assert.equal(s.recovered, false);
     assert.equal(client.recovered, false);
-    assert.deepEqual([...resets[0]].sort(), ['chat', 'notifications']);
+    assert.equal(resets.length, 1);
+    assert.ok(resets[0].includes('chat') && resets[0].includes('notifications'), JSON.stringify(resets));
     assert.equal(client.lastCursor, s.cursor);
     const got = new Promise((resolve) => client.once('chat:new_message', (p, cursor) => resolve({ p, cursor })));
     await sendRest(a, room.id, 'after reset');
