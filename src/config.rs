@@ -215,6 +215,33 @@ pub struct Config {
         default_value_t = 3_600_000
     )]
     pub notification_purge_interval_ms: u64,
+    /// How long resume cursors into chat events stay valid: older journal entries are purged.
+    #[arg(long, env = "EVENT_RETENTION_CHAT_MS", default_value_t = 604_800_000)]
+    pub event_retention_chat_ms: u64,
+    /// How long resume cursors into notification events stay valid.
+    #[arg(
+        long,
+        env = "EVENT_RETENTION_NOTIFICATIONS_MS",
+        default_value_t = 604_800_000
+    )]
+    pub event_retention_notifications_ms: u64,
+    /// How long resume cursors into feed activities stay valid.
+    #[arg(long, env = "EVENT_RETENTION_FEED_MS", default_value_t = 86_400_000)]
+    pub event_retention_feed_ms: u64,
+    /// How often the event journal is purged of entries past their retention.
+    #[arg(long, env = "EVENT_PURGE_INTERVAL_MS", default_value_t = 60_000)]
+    pub event_purge_interval_ms: u64,
+    /// Most events one resume replays; a client further behind is told to refetch (`reset`).
+    #[arg(long, env = "RESUME_MAX_EVENTS", default_value_t = 10_000)]
+    pub resume_max_events: usize,
+    /// How long the dispatcher waits for a missing event id (lost or late on the bus) before
+    /// reading it from the journal.
+    #[arg(long, env = "PIPELINE_GAP_WAIT_MS", default_value_t = 200)]
+    pub pipeline_gap_wait_ms: u64,
+    /// How often the dispatcher compares what it delivered with the journal head, so a lost
+    /// last event is delivered without waiting for the next one.
+    #[arg(long, env = "PIPELINE_HEAD_CHECK_MS", default_value_t = 1_000)]
+    pub pipeline_head_check_ms: u64,
     /// How long a graceful shutdown waits for in-flight work.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
     pub shutdown_timeout_ms: u64,
@@ -291,6 +318,17 @@ impl Config {
             anyhow::bail!(
                 "FEED_COUNTS_MIN_INTERVAL_MS must be at least 1 and at most FEED_COUNTS_INTERVAL_MS"
             );
+        }
+        if self.event_purge_interval_ms == 0
+            || self.pipeline_gap_wait_ms == 0
+            || self.pipeline_head_check_ms == 0
+        {
+            anyhow::bail!(
+                "EVENT_PURGE_INTERVAL_MS, PIPELINE_GAP_WAIT_MS and PIPELINE_HEAD_CHECK_MS must be at least 1"
+            );
+        }
+        if self.resume_max_events == 0 {
+            anyhow::bail!("RESUME_MAX_EVENTS must be at least 1");
         }
         if self.presence_count_interval_ms == 0 {
             anyhow::bail!("PRESENCE_COUNT_INTERVAL_MS must be at least 1");

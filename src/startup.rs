@@ -72,6 +72,19 @@ impl Application {
             None => None,
         };
         let node_id = uuid::Uuid::now_v7().to_string();
+        let (_, epoch) = crate::pipeline::journal::head(&db)
+            .await
+            .context("reading the event journal")?;
+        let publisher = redis.as_ref().map(|r| {
+            crate::pipeline::bus::Publisher::new(r.client.clone(), &config.redis_key_prefix)
+        });
+        let bus_subscriber = match &config.redis_url {
+            Some(url) => {
+                Some(crate::pipeline::bus::subscribe(url, &config.redis_key_prefix).await?)
+            }
+            None => None,
+        };
+        let pipeline = crate::pipeline::Pipeline::new(epoch, node_id.clone(), publisher);
         let shutdown = CancellationToken::new();
         let (presence_store, rate_limiter, bus): (
             Arc<dyn PresenceStore>,
@@ -137,7 +150,8 @@ impl Application {
             )),
             room_counts: Default::default(),
             slots: Default::default(),
-            room_moves: Default::default(),
+            pipeline,
+            sessions: Default::default(),
             db,
             db_status: Default::default(),
             writes,
@@ -157,6 +171,7 @@ impl Application {
                     realtime::on_connect::<LocalAdapter>.with(authenticate_socket::<LocalAdapter>),
                 );
                 crate::tasks::spawn_all(io.clone(), core.clone());
+                spawn_pipeline(io.clone(), core.clone(), None);
                 tokio::spawn(realtime::slow_socket_sweeper(io.clone(), core.clone()));
                 (app_router(&core, io.clone(), layer)?, closer(io))
             }
@@ -186,11 +201,11 @@ impl Application {
                         subscriber,
                         io.clone(),
                         NAMESPACE,
-                        core.metrics.clone(),
-                        core.shutdown.clone(),
+                        core.clone(),
                     ));
                 }
                 crate::tasks::spawn_all(io.clone(), core.clone());
+                spawn_pipeline(io.clone(), core.clone(), bus_subscriber);
                 tokio::spawn(realtime::membership::resync_on_resubscribe(
                     io.clone(),
                     core.clone(),
@@ -241,6 +256,9 @@ impl Application {
             async move {
                 signal.await;
                 tracing::info!("shutting down");
+                // Every accepted event is committed and handed on before sockets go: their
+                // clients resume from the journal wherever they reconnect.
+                core.pipeline.drain().await;
                 // Sockets first: their transports are long-lived requests that would otherwise
                 // keep the HTTP server from finishing.
                 closer().await;
@@ -272,6 +290,25 @@ impl Application {
         core.db.clone().close().await.ok();
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Starts the appender, the dispatcher and (with Redis) the bus subscriber of this node.
+fn spawn_pipeline<A: Adapter>(
+    io: SocketIo<A>,
+    core: Arc<Core>,
+    subscriber: Option<fred::clients::SubscriberClient>,
+) {
+    let Some(input) = crate::pipeline::spawn_appender(core.clone()) else {
+        tracing::error!("the event pipeline was already started");
+        return;
+    };
+    tokio::spawn(crate::pipeline::dispatcher::run(io, core.clone(), input));
+    if let Some(subscriber) = subscriber {
+        let shutdown = core.shutdown.clone();
+        tokio::spawn(async move {
+            crate::pipeline::bus::listen(subscriber, &core.pipeline, shutdown).await;
+        });
     }
 }
 

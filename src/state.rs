@@ -48,8 +48,6 @@ pub struct Core {
     /// The connection slots this node's sockets hold, for the per-node limit during a Redis
     /// outage and the periodic slot reconciliation.
     pub slots: crate::realtime::slots::SlotRegistry,
-    /// Cross-node socket moves into and out of chat rooms waiting for Redis to answer again.
-    pub room_moves: crate::realtime::membership::PendingMoves,
     /// Typing state of users whose sockets are on this node.
     pub typing: TypingTracker,
     pub metrics: Metrics,
@@ -57,6 +55,10 @@ pub struct Core {
     pub redis: Option<fred::clients::Client>,
     /// Tells the other nodes about changes to node-local state.
     pub bus: Arc<dyn CacheBus>,
+    /// Every server→client event goes through it: journal, bus, dispatcher.
+    pub pipeline: crate::pipeline::Pipeline,
+    /// This node's SSE streams and long-poll sessions (fed by the dispatcher).
+    pub sessions: crate::pipeline::sessions::Sessions,
     /// Cancelled once on shutdown; every background task watches it.
     pub shutdown: CancellationToken,
 }

@@ -21,10 +21,6 @@ pub fn spawn_all<A: Adapter>(io: SocketIo<A>, core: Arc<Core>) {
         io.clone(),
         core.clone(),
     ));
-    tokio::spawn(crate::realtime::membership::retry_moves(
-        io.clone(),
-        core.clone(),
-    ));
     tokio::spawn(presence_reaper(io.clone(), core.clone()));
     tokio::spawn(typing_sweeper(io, core.clone()));
     tokio::spawn(idle_sweeper(core.clone()));

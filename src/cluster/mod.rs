@@ -47,7 +47,7 @@ fn reconnect_policy() -> ReconnectPolicy {
 
 /// A client builder with the node's policies: reconnect forever, and never let a command
 /// wait on a dead Redis for more than a couple of seconds (a handler would hang with it).
-fn builder(url: &str) -> anyhow::Result<Builder> {
+pub(crate) fn builder(url: &str) -> anyhow::Result<Builder> {
     let mut builder = Builder::from_config(config(url)?);
     builder
         .with_connection_config(|c| {
@@ -99,7 +99,7 @@ pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<RedisConnections
 /// them). fred's own `manage_subscriptions` sends `SUBSCRIBE` even with no channels, which Redis
 /// answers with an error that aborts the rest of the resubscription (and, on the first connect,
 /// can be taken as the answer to another command); this one skips empty sets.
-fn keep_subscriptions(client: &SubscriberClient, restored: Arc<Notify>) {
+pub(crate) fn keep_subscriptions(client: &SubscriberClient, restored: Arc<Notify>) {
     let client = client.clone();
     let mut reconnects = client.reconnect_rx();
     tokio::spawn(async move {

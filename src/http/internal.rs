@@ -22,7 +22,6 @@ use crate::domain::feed::{Audience, NewActivity};
 use crate::domain::notifications::{NewNotification, PRIORITIES, is_valid_type};
 use crate::domain::{follows, users};
 use crate::error::{AppError, AppResult};
-use crate::realtime::NAMESPACE;
 use crate::realtime::emit::Emitter;
 use crate::realtime::rooms;
 use crate::state::AppState;
@@ -345,16 +344,11 @@ async fn broadcast<A: Adapter>(
             .iter()
             .map(|u| rooms::user(u)),
     );
-    let Some(ns) = state.io.of(NAMESPACE) else {
-        return Err(AppError::Internal(anyhow::anyhow!(
-            "namespace {NAMESPACE} is not registered"
-        )));
-    };
-    ns.to(targets)
-        .except(body.except.unwrap_or_default())
-        .emit(&body.event, &body.data)
-        .await
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("broadcast failed: {e}")))?;
+    // Ephemeral: delivered live on every node, to every transport, never journaled.
+    let event = crate::pipeline::Event::new(body.event, &body.data, targets)
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("broadcast payload: {e}")))?
+        .except(body.except.unwrap_or_default());
+    state.core.pipeline.publish(event).await?;
     state.core.metrics.event_out("service:broadcast");
     Ok((StatusCode::ACCEPTED, Json(json!({ "delivered": true }))).into_response())
 }

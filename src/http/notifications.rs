@@ -75,14 +75,11 @@ async fn mark_read<A: Adapter>(
     user: AuthUser,
     Json(body): Json<MarkReadBody>,
 ) -> AppResult<Response> {
-    let (updated, unread) = state
-        .core
-        .notifications
-        .mark_read(&user.id, body.target()?)
-        .await?;
-    Emitter::server(&state.io, &state.core)
-        .unread_count(&user.id, Some(unread))
-        .await;
+    let target = body.target()?;
+    let (updated, unread) = state.core.notifications.mark_read(&user.id, target).await?;
+    let emitter = Emitter::server(&state.io, &state.core);
+    emitter.notifications_read(&user.id, target, unread).await;
+    emitter.unread_count(&user.id, Some(unread)).await;
     Ok(Json(json!({ "updated": updated, "unreadCount": unread })).into_response())
 }
 

@@ -2,12 +2,10 @@
 //! the summary modes of `feed_counts`: `mode: "counts"`, `feed:watch`), and the fan-out of a published activity to the feed rooms of the actor's followers and to
 //! `feed:public`.
 //!
-//! Fan-out cost is one emit per 1000 followers, whatever the follower count: the payload is
-//! serialised once, rooms are batched, and the adapter resolves rooms to sockets on every node.
-//! A socket is in at most one `feed:{userId}` room (its own user's), so batches never overlap;
-//! `feed:public` rides in the first batch (socketioxide delivers once per socket within one
-//! broadcast, so a socket in both `feed:{x}` and `feed:public` gets it once) and is excluded
-//! from the later ones.
+//! Fan-out cost is one event per activity, whatever the follower count: the payload is
+//! serialised once, journaled once (with the actor and audience, not the follower rooms), and
+//! each node's dispatcher resolves the rooms to its own sockets; a socket in both `feed:{x}`
+//! and `feed:public` gets it once.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -21,10 +19,7 @@ use super::emit::Emitter;
 use super::feed_counts::{self, Mode};
 use super::rooms;
 use crate::domain::feed::{Activity, Audience};
-
-/// Most Socket.IO rooms named in one emit: keeps each broadcast (and, with Redis, each
-/// pub/sub message) a bounded size for actors with huge follower counts.
-pub const FAN_OUT_CHUNK: usize = 1000;
+use crate::pipeline::{FeedScope, Kind};
 
 /// Registers the feed event handlers on a new socket.
 pub fn register<A: Adapter>(socket: &SocketRef<A>) {
@@ -151,63 +146,28 @@ pub fn event_for(activity_type: &str) -> &'static str {
     }
 }
 
-/// One broadcast of a fan-out: the rooms it targets, and whether `feed:public` must be
-/// excluded because an earlier batch already reached its sockets.
-#[derive(Debug, PartialEq, Eq)]
-struct Batch {
-    rooms: Vec<String>,
-    except_public: bool,
-}
-
-/// Splits the audience of an activity into broadcasts of at most `chunk` rooms each. The
-/// actor is dropped from the followers (their own sockets are never notified anyway).
-fn batches(actor_id: &str, followers: &[String], public: bool, chunk: usize) -> Vec<Batch> {
-    let chunk = chunk.max(1);
-    let mut targets: Vec<String> = Vec::with_capacity(followers.len() + 1);
-    if public {
-        targets.push(rooms::FEED_PUBLIC.to_owned());
-    }
-    targets.extend(
-        followers
-            .iter()
-            .filter(|f| f.as_str() != actor_id)
-            .map(|f| rooms::feed(f)),
-    );
-    targets
-        .chunks(chunk)
-        .enumerate()
-        .map(|(index, rooms)| Batch {
-            rooms: rooms.to_vec(),
-            except_public: public && index > 0,
-        })
-        .collect()
-}
-
 impl<A: Adapter> Emitter<'_, A> {
     /// Delivers a stored activity to the subscribed sockets of `followers` (and of
-    /// `feed:public` for public activities), never to any socket of the actor.
+    /// `feed:public` for public activities), never to any socket of the actor. One journaled
+    /// event whatever the audience: the journal keeps its scope (actor, public), not the
+    /// follower rooms, and replay recomputes the audience from the follow graph.
     pub async fn fan_out_activity(&self, activity: &Activity, followers: &[String]) {
-        let public = activity.audience == Audience::Public;
-        let plan = batches(&activity.actor_id, followers, public, FAN_OUT_CHUNK);
-        if plan.is_empty() {
+        let scope = FeedScope {
+            actor: activity.actor_id.clone(),
+            public: activity.audience == Audience::Public,
+        };
+        let targets = crate::pipeline::feed_targets(&scope, followers);
+        if targets.is_empty() {
             return;
         }
-        let payload = match serde_json::to_value(activity) {
-            Ok(payload) => payload,
-            Err(e) => {
-                tracing::error!(activity = %activity.id, error = %e, "serialising activity failed");
-                return;
-            }
-        };
-        let event = event_for(&activity.activity_type);
-        let actor = rooms::user(&activity.actor_id);
-        for batch in plan {
-            let Some(ns) = self.namespace() else { return };
-            let mut ops = ns.to(batch.rooms).except(actor.clone());
-            if batch.except_public {
-                ops = ops.except(rooms::FEED_PUBLIC);
-            }
-            self.send(Some(ops), event, &payload).await;
+        let name = event_for(&activity.activity_type);
+        let event = self.event(name, activity, targets, false).map(|mut e| {
+            e.except.push(rooms::user(&activity.actor_id));
+            e.feed = Some(scope);
+            e.journaled(Kind::Feed)
+        });
+        if let Some(event) = event {
+            self.publish(vec![event]).await;
         }
     }
 }
@@ -216,64 +176,10 @@ impl<A: Adapter> Emitter<'_, A> {
 mod tests {
     use super::*;
 
-    fn users(n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("u{i}")).collect()
-    }
-
     #[test]
     fn event_names_by_type() {
         assert_eq!(event_for("post"), "feed:new_post");
         assert_eq!(event_for("comment"), "feed:new_comment");
         assert_eq!(event_for("like"), "feed:activity");
-    }
-
-    #[test]
-    fn nothing_to_send_without_audience() {
-        assert!(batches("a", &[], false, 1000).is_empty());
-        assert!(batches("a", &["a".to_owned()], false, 1000).is_empty());
-    }
-
-    #[test]
-    fn public_without_followers_is_one_emit_to_feed_public() {
-        assert_eq!(
-            batches("a", &[], true, 1000),
-            [Batch {
-                rooms: vec!["feed:public".to_owned()],
-                except_public: false
-            }]
-        );
-    }
-
-    #[test]
-    fn chunks_hold_at_most_the_limit_and_cover_everyone_once() {
-        let followers = users(2500);
-        let plan = batches("actor", &followers, false, 1000);
-        assert_eq!(
-            plan.iter().map(|b| b.rooms.len()).collect::<Vec<_>>(),
-            [1000, 1000, 500]
-        );
-        assert!(plan.iter().all(|b| !b.except_public));
-        let all: Vec<&String> = plan.iter().flat_map(|b| &b.rooms).collect();
-        assert_eq!(all.len(), 2500);
-        assert_eq!(all[0], "feed:u0");
-    }
-
-    #[test]
-    fn public_goes_in_the_first_chunk_and_is_excluded_later() {
-        let plan = batches("actor", &users(1500), true, 1000);
-        assert_eq!(plan.len(), 2);
-        assert_eq!(plan[0].rooms[0], "feed:public");
-        assert_eq!(plan[0].rooms.len(), 1000);
-        assert!(!plan[0].except_public);
-        assert_eq!(plan[1].rooms.len(), 501);
-        assert!(plan[1].except_public);
-        assert!(!plan[1].rooms.iter().any(|r| r == "feed:public"));
-    }
-
-    #[test]
-    fn the_actor_is_never_a_target() {
-        let followers = vec!["actor".to_owned(), "b".to_owned()];
-        let plan = batches("actor", &followers, false, 1000);
-        assert_eq!(plan[0].rooms, ["feed:b"]);
     }
 }

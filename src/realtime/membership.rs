@@ -1,5 +1,6 @@
-//! Fan-out of membership changes, shared by REST (create, add, remove) and `chat:join`:
-//! move live sockets first, then tell everyone, then deliver invites.
+//! Fan-out of membership changes, shared by REST (create, add, remove) and `chat:join`: tell
+//! everyone (the pipeline's dispatcher moves live sockets on every node as it delivers the
+//! change: added members join before it, removed ones leave after it), then deliver invites.
 
 use socketioxide::adapter::Adapter;
 
@@ -10,7 +11,7 @@ use crate::domain::notifications::{Notification, with_delivery};
 use crate::state::Core;
 
 /// Users joined `room` (by creation, invitation or joining a public room): their sockets join
-/// the room on every node before anyone is told, so no message sent after the change is missed.
+/// the room on every node as the change is delivered, so no message sent after it is missed.
 /// Users added to an existing group by someone else get a `group_invite` notification (a new
 /// group's invites were committed with it and come through [`deliver_invites`]). Nothing here
 /// fails: the change is committed, so an error answered now would only invite a retry.
@@ -22,12 +23,6 @@ pub async fn announce_added<A: Adapter>(
     actor: &AuthUser,
     change: RoomChange,
 ) {
-    // A new room's members are the creator and `added` (a big room's object lists only some).
-    let mut joining = added.to_vec();
-    if change == RoomChange::Created && !joining.contains(&actor.id) {
-        joining.push(actor.id.clone());
-    }
-    emitter.join_room(&joining, &room.id).await;
     emitter.room_updated(room, change, added).await;
     let invited: Vec<String> = added.iter().filter(|u| **u != actor.id).cloned().collect();
     if change == RoomChange::Created || room.room_type != RoomType::Group || invited.is_empty() {
@@ -59,8 +54,8 @@ pub async fn deliver_invites<A: Adapter>(
     }
 }
 
-/// Users left `room`: everyone, the removed included, is told first; then the removed users'
-/// sockets leave the room on every node.
+/// Users left `room`: everyone, the removed included, is told; the removed users' sockets
+/// leave the room on every node right after (see `pipeline::dispatcher`).
 pub async fn announce_removed<A: Adapter>(
     emitter: &Emitter<'_, A>,
     room: &Room,
@@ -69,120 +64,6 @@ pub async fn announce_removed<A: Adapter>(
     emitter
         .room_updated(room, RoomChange::MemberRemoved, removed)
         .await;
-    emitter.leave_room(removed, &room.id).await;
-}
-
-/// Room moves (sockets joining or leaving `chat:{roomId}` on other nodes) that could not reach
-/// the cluster, to retry once Redis answers. Kept per room as the set of users concerned, not
-/// as join/leave operations: a retry looks up who is a member *now*, so a user removed and
-/// re-added during the outage ends where the database says, whatever order things happened in.
-#[derive(Default)]
-pub struct PendingMoves {
-    rooms: std::sync::Mutex<std::collections::HashMap<String, std::collections::HashSet<String>>>,
-    wake: tokio::sync::Notify,
-}
-
-/// Rooms with a pending move beyond this are dropped (with an error in the log): the bound
-/// keeps an endless outage from growing memory without limit.
-const MAX_PENDING_ROOMS: usize = 10_000;
-
-impl PendingMoves {
-    /// Queues `users`' sockets in `room_id` for a cluster-wide retry.
-    pub fn push(&self, room_id: &str, users: &[String]) {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        if rooms.len() >= MAX_PENDING_ROOMS && !rooms.contains_key(room_id) {
-            tracing::error!(
-                room = room_id,
-                "too many rooms with pending cross-node moves; dropping this one"
-            );
-            return;
-        }
-        rooms
-            .entry(room_id.to_owned())
-            .or_default()
-            .extend(users.iter().cloned());
-        drop(rooms);
-        self.wake.notify_one();
-    }
-
-    fn take(&self) -> Vec<(String, Vec<String>)> {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        rooms
-            .drain()
-            .map(|(room, users)| (room, users.into_iter().collect()))
-            .collect()
-    }
-
-    /// How many rooms wait for a retry.
-    pub fn len(&self) -> usize {
-        self.rooms.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// Retries the pending room moves whenever the cluster is reachable, until shutdown: each
-/// user's sockets end up in `chat:{roomId}` on every node exactly when the user is a member.
-pub async fn retry_moves<A: Adapter>(io: socketioxide::SocketIo<A>, core: std::sync::Arc<Core>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tracing::info!(task = "room_move_retry", "started");
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = core.room_moves.wake.notified() => {}
-            () = core.shutdown.cancelled() => break,
-        }
-        if core.room_moves.is_empty() || !core.cluster_reachable() {
-            continue;
-        }
-        let Some(ns) = io.of(super::NAMESPACE) else {
-            continue;
-        };
-        for (room_id, users) in core.room_moves.take() {
-            let members = match crate::domain::chat::members_among(&core.db, &room_id, &users).await
-            {
-                Ok(members) => members,
-                Err(e) => {
-                    tracing::warn!(room = %room_id, error = %e, "pending room move: membership lookup failed");
-                    core.room_moves.push(&room_id, &users);
-                    continue;
-                }
-            };
-            let (joining, leaving): (Vec<String>, Vec<String>) =
-                users.iter().cloned().partition(|u| members.contains(u));
-            let mut failed = false;
-            for (targets, join) in [(joining, true), (leaving, false)] {
-                if targets.is_empty() {
-                    continue;
-                }
-                let targets: Vec<String> = targets.iter().map(|u| super::rooms::user(u)).collect();
-                let ops = ns.clone().to(targets);
-                let result = if join {
-                    ops.join(super::rooms::chat(&room_id)).await
-                } else {
-                    // Former members stop watching the room's presence too.
-                    ops.leave(vec![
-                        super::rooms::chat(&room_id),
-                        super::rooms::presence_watch(&room_id),
-                    ])
-                    .await
-                };
-                if let Err(e) = result {
-                    tracing::debug!(room = %room_id, error = ?e, "pending room move failed again");
-                    failed = true;
-                }
-            }
-            if failed {
-                core.room_moves.push(&room_id, &users);
-            } else {
-                tracing::info!(room = %room_id, users = users.len(), "pending room move done cluster-wide");
-            }
-        }
-    }
-    tracing::info!(task = "room_move_retry", "stopped");
 }
 
 /// When a socket finished connecting: rooms its user joined later are rooms it was moved into

@@ -17,7 +17,7 @@ pub mod presence;
 pub mod room_presence;
 pub mod rooms;
 pub mod slots;
-mod slow;
+pub(crate) mod slow;
 
 pub use connection::{NAMESPACE, grace, on_connect};
 pub use membership::{announce_added, announce_removed, deliver_invites};

@@ -47,11 +47,11 @@ async fn on_mark_read<A: Adapter>(
     let EventCtx { core, user, .. } = &ctx;
     ctx.respond("notifications:mark_read", ack, async {
         let body: MarkReadBody = parse(data, Payload::Required)?;
-        let (updated, unread) = core
-            .notifications
-            .mark_read(&user.id, body.target()?)
-            .await?;
-        ctx.emitter().unread_count(&user.id, Some(unread)).await;
+        let target = body.target()?;
+        let (updated, unread) = core.notifications.mark_read(&user.id, target).await?;
+        let emitter = ctx.emitter();
+        emitter.notifications_read(&user.id, target, unread).await;
+        emitter.unread_count(&user.id, Some(unread)).await;
         Ok(json!({ "updated": updated, "unreadCount": unread }))
     })
     .await;

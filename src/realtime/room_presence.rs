@@ -158,13 +158,8 @@ pub async fn count_flusher<A: Adapter>(io: SocketIo<A>, core: Arc<Core>) {
             if !core.room_counts.changed(&room_id, online) {
                 continue;
             }
-            let emitter = Emitter::server(&io, &core);
-            emitter
-                .send(
-                    emitter.to_all(vec![rooms::presence_watch(&room_id)]),
-                    "presence:room_count",
-                    &json!({ "roomId": room_id, "online": online }),
-                )
+            Emitter::server(&io, &core)
+                .room_count(&room_id, online)
                 .await;
         }
     }

@@ -23,5 +23,6 @@ mod presence;
 mod presence_pipeline;
 mod profile_names;
 mod rest_auth;
+mod resume;
 mod sqlite_urls;
 mod write_path;

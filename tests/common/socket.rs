@@ -26,6 +26,12 @@ impl PollingSocket {
     /// Opens an Engine.IO session and connects `/realtime` with `auth.token`; returns the
     /// socket and its `session:ready` payload, or the server's `connect_error` message.
     pub async fn connect(address: &str, token: &str) -> Result<(Self, Value), Refused> {
+        Self::connect_with(address, json!({ "token": token })).await
+    }
+
+    /// Like [`PollingSocket::connect`] with a whole CONNECT `auth` payload (e.g. a resume
+    /// `cursor` and `feed`).
+    pub async fn connect_with(address: &str, auth: Value) -> Result<(Self, Value), Refused> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(40))
             .build()
@@ -47,9 +53,7 @@ impl PollingSocket {
             inbox: VecDeque::new(),
             next_ack: 1,
         };
-        socket
-            .send(&format!("0{NAMESPACE},{}", json!({ "token": token })))
-            .await;
+        socket.send(&format!("0{NAMESPACE},{auth}")).await;
         let prefix_ok = format!("0{NAMESPACE},");
         let prefix_err = format!("4{NAMESPACE},");
         let answer = socket
@@ -128,6 +132,44 @@ impl PollingSocket {
             .await;
         let args: Value = serde_json::from_str(&packet[prefix.len()..]).expect("event packet JSON");
         args[1].clone()
+    }
+
+    /// Every argument of the next `event` this socket receives (payload first, then e.g. the
+    /// resume cursor of a journaled event).
+    pub async fn next_event_args(&mut self, event: &str) -> Vec<Value> {
+        let prefix = format!("2{NAMESPACE},");
+        let head = format!("[{}", json!(event));
+        let packet = self
+            .next_packet(|p| {
+                p.strip_prefix(&prefix)
+                    .is_some_and(|rest| rest.starts_with(&head))
+            })
+            .await;
+        let args: Value = serde_json::from_str(&packet[prefix.len()..]).expect("event packet JSON");
+        args.as_array().map(|a| a[1..].to_vec()).unwrap_or_default()
+    }
+
+    /// Every event received so far, in arrival order, as `(name, arguments)`, taken out of the
+    /// inbox (other packets stay).
+    pub fn take_events(&mut self) -> Vec<(String, Vec<Value>)> {
+        let prefix = format!("2{NAMESPACE},");
+        let mut events = Vec::new();
+        self.inbox.retain(|p| {
+            let Some(rest) = p.strip_prefix(&prefix) else {
+                return true;
+            };
+            let Ok(Value::Array(args)) = serde_json::from_str::<Value>(rest) else {
+                return true;
+            };
+            let name = args
+                .first()
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            events.push((name, args[1..].to_vec()));
+            false
+        });
+        events
     }
 
     /// Whether an `event` packet is among those received so far (no waiting).

@@ -2,8 +2,12 @@
 //! cluster's Redis. socketioxide-redis speaks its own protocol, so this is a separate
 //! subscriber that understands the emitter's channels and frames (see [`frame`]).
 //!
-//! Every node receives every message and emits it to its **own** sockets only (a local emit),
-//! so each socket gets it exactly once however many nodes there are. The emitter publishes each
+//! Every node receives every message and delivers it to its **own** receivers only, so each
+//! gets it exactly once however many nodes there are. An event with one JSON argument and
+//! named rooms goes to this node's dispatcher (`Pipeline::dispatch_local`: ephemeral, never
+//! republished), so SSE and long-poll sessions get it too; one with several or binary
+//! arguments, or for every socket of the namespace, is emitted to this node's sockets as is
+//! (Socket.IO only: the other transports carry one JSON payload per event). The emitter publishes each
 //! emit once (on the room channel when there is exactly one room, else on the namespace
 //! channel), and one pattern subscription covers both, so no node sees a message twice.
 
@@ -18,7 +22,6 @@ use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
-use tokio_util::sync::CancellationToken;
 
 use self::frame::{Broadcast, Request, RequestOp};
 use crate::metrics::Metrics;
@@ -95,9 +98,10 @@ pub async fn listen<A: Adapter>(
     subscriber: EmitterSubscriber,
     io: SocketIo<A>,
     namespace: &'static str,
-    metrics: Metrics,
-    shutdown: CancellationToken,
+    core: std::sync::Arc<crate::state::Core>,
 ) {
+    let metrics = core.metrics.clone();
+    let shutdown = core.shutdown.clone();
     let EmitterSubscriber {
         client,
         mut messages,
@@ -128,19 +132,30 @@ pub async fn listen<A: Adapter>(
         if *message.channel == *channels.requests {
             on_request(&io, namespace, bytes, &metrics).await;
         } else {
-            on_broadcast(&io, namespace, bytes, &metrics).await;
+            on_broadcast(&io, namespace, bytes, &core).await;
         }
     }
     let _ = client.quit().await;
     tracing::info!(task = "redis_emitter", "stopped");
 }
 
+/// Whether an argument holds binary data (which a JSON payload cannot carry).
+fn has_binary(arg: &frame::Arg) -> bool {
+    match arg {
+        frame::Arg::Bin(_) => true,
+        frame::Arg::Array(items) => items.iter().any(has_binary),
+        frame::Arg::Map(entries) => entries.iter().any(|(_, v)| has_binary(v)),
+        _ => false,
+    }
+}
+
 async fn on_broadcast<A: Adapter>(
     io: &SocketIo<A>,
     namespace: &str,
     bytes: &[u8],
-    metrics: &Metrics,
+    core: &crate::state::Core,
 ) {
+    let metrics = &core.metrics;
     let broadcast = match frame::decode_broadcast(bytes, namespace) {
         Ok(Some(b)) => b,
         Ok(None) => return metrics.emitter_message("broadcast", "ignored", 1),
@@ -149,6 +164,22 @@ async fn on_broadcast<A: Adapter>(
             return metrics.emitter_message("broadcast", "invalid", 1);
         }
     };
+    if let [arg] = broadcast.args.0.as_slice()
+        && !has_binary(arg)
+        && !broadcast.rooms.is_empty()
+    {
+        match crate::pipeline::Event::new(broadcast.event.as_str(), arg, broadcast.rooms.clone()) {
+            Ok(event) => {
+                core.pipeline
+                    .dispatch_local(event.except(broadcast.except.iter().cloned()));
+                return metrics.emitter_message("broadcast", "delivered", 1);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a Redis emitter payload is not JSON");
+                return metrics.emitter_message("broadcast", "invalid", 1);
+            }
+        }
+    }
     let Some(ns) = io.of(namespace) else {
         return metrics.emitter_message("broadcast", "ignored", 1);
     };

@@ -242,6 +242,24 @@ impl PresenceService {
         Ok(partners)
     }
 
+    /// The users whose presence `viewer` may see: followees and direct-room partners, at most
+    /// `max` followees (a resume snapshot stays bounded; REST pages through the rest).
+    pub async fn visible_to(&self, viewer: &str, max: u64) -> AppResult<Vec<String>> {
+        let mut users: Vec<String> = follow::Entity::find()
+            .select_only()
+            .column(follow::Column::FolloweeId)
+            .filter(follow::Column::FollowerId.eq(viewer))
+            .limit(max)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        users.extend(self.direct_partners(viewer).await?);
+        users.sort();
+        users.dedup();
+        users.retain(|u| u != viewer);
+        Ok(users)
+    }
+
     /// Records that the user went offline now, for `lastSeen`.
     pub async fn record_last_seen(&self, user_id: &str, at: DateTime<Utc>) -> AppResult<()> {
         user::Entity::update_many()

@@ -1,0 +1,461 @@
+//! The event journal: journaled events are stored with global, dense, commit-ordered ids, so a
+//! client can resume from its cursor and a dispatcher can fill a gap its bus left. Raw SQL on
+//! purpose: this is the hot path of every persisted event, and the replay is one query whatever
+//! the number of rooms (see `docs/delivery.md`).
+//!
+//! Tables (migration `m20261201_000003_event_journal`): `events`, `event_targets` (one row per
+//! Socket.IO room; none for feed activities, whose audience is the follow graph),
+//! `event_head` (the last id and the database's epoch), `event_purges` (per kind, the highest
+//! id retention deleted).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement, Value};
+use serde_json::value::RawValue;
+
+use super::model::{Cursor, Event, FeedScope, Kind};
+use crate::error::AppError;
+
+/// Events inserted per statement (8 parameters each, well under SQLite's limit).
+const EVENTS_PER_INSERT: usize = 200;
+/// Targets inserted per statement.
+const TARGETS_PER_INSERT: usize = 500;
+
+/// A statement written with `$n` placeholders, in the backend's own syntax (`?n` on SQLite).
+fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
+    let sql = match backend {
+        DbBackend::Postgres => sql.to_owned(),
+        _ => sql.replace('$', "?"),
+    };
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+fn db_id(id: u64) -> Value {
+    Value::BigInt(Some(i64::try_from(id).unwrap_or(i64::MAX)))
+}
+
+fn get_u64(row: &QueryResult, column: &str) -> Result<u64, DbErr> {
+    let v: i64 = row.try_get("", column)?;
+    Ok(u64::try_from(v).unwrap_or(0))
+}
+
+/// The journal's position: the last id allocated (every id up to it is committed or purged)
+/// and the database's epoch.
+pub async fn head(db: &impl ConnectionTrait) -> Result<(u64, String), DbErr> {
+    let backend = db.get_database_backend();
+    let row = db
+        .query_one_raw(stmt(
+            backend,
+            "SELECT last_id, epoch FROM event_head WHERE id = 1",
+            vec![],
+        ))
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("event_head".into()))?;
+    Ok((get_u64(&row, "last_id")?, row.try_get("", "epoch")?))
+}
+
+/// Assigns the next ids to `events` (in slice order) and stores them, inside the caller's
+/// transaction: the `event_head` row lock (PostgreSQL) or the single writer (SQLite) makes an
+/// id visible only once every smaller one is.
+pub async fn append(tx: &impl ConnectionTrait, events: &mut [Event]) -> Result<(), DbErr> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let backend = tx.get_database_backend();
+    let n = events.len() as i64;
+    let row = tx
+        .query_one_raw(stmt(
+            backend,
+            "UPDATE event_head SET last_id = last_id + $1 WHERE id = 1 RETURNING last_id",
+            vec![Value::BigInt(Some(n))],
+        ))
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("event_head".into()))?;
+    let last = get_u64(&row, "last_id")?;
+    let first = last + 1 - events.len() as u64;
+    let now = chrono::Utc::now().timestamp_millis();
+    for (i, event) in events.iter_mut().enumerate() {
+        event.id = Some(first + i as u64);
+    }
+    for chunk in events.chunks(EVENTS_PER_INSERT) {
+        let mut sql = String::from(
+            "INSERT INTO events (id, kind, event, payload, except_rooms, feed_actor, feed_public, created_at) VALUES ",
+        );
+        let mut values = Vec::with_capacity(chunk.len() * 8);
+        for (i, e) in chunk.iter().enumerate() {
+            let b = i * 8;
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!(
+                "(${},${},${},${},${},${},${},${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                b + 8
+            ));
+            let except = (!e.except.is_empty())
+                .then(|| serde_json::to_string(&e.except).unwrap_or_default());
+            values.push(db_id(e.id.unwrap_or_default()));
+            values.push(e.kind.map(Kind::as_str).unwrap_or("chat").into());
+            values.push(e.name.to_string().into());
+            values.push(e.payload.get().to_owned().into());
+            values.push(Value::String(except));
+            values.push(Value::String(e.feed.as_ref().map(|f| f.actor.clone())));
+            values.push(e.feed.as_ref().is_some_and(|f| f.public).into());
+            values.push(Value::BigInt(Some(now)));
+        }
+        tx.execute_raw(stmt(backend, &sql, values)).await?;
+    }
+    let targets: Vec<(u64, &String)> = events
+        .iter()
+        .filter(|e| e.kind != Some(Kind::Feed))
+        .flat_map(|e| {
+            let id = e.id.unwrap_or_default();
+            let mut seen: Vec<&String> = e.targets.iter().collect();
+            seen.sort();
+            seen.dedup();
+            seen.into_iter().map(move |t| (id, t))
+        })
+        .collect();
+    for chunk in targets.chunks(TARGETS_PER_INSERT) {
+        let mut sql = String::from("INSERT INTO event_targets (target, event_id) VALUES ");
+        let mut values = Vec::with_capacity(chunk.len() * 2);
+        for (i, (id, target)) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("(${},${})", i * 2 + 1, i * 2 + 2));
+            values.push((*target).clone().into());
+            values.push(db_id(*id));
+        }
+        tx.execute_raw(stmt(backend, &sql, values)).await?;
+    }
+    Ok(())
+}
+
+const EVENT_COLUMNS: &str = "id, kind, event, payload, except_rooms, feed_actor, feed_public";
+
+/// One stored event, without its targets.
+fn decode(row: &QueryResult) -> Result<Event, DbErr> {
+    let kind: String = row.try_get("", "kind")?;
+    let payload: String = row.try_get("", "payload")?;
+    let except: Option<String> = row.try_get("", "except_rooms")?;
+    let actor: Option<String> = row.try_get("", "feed_actor")?;
+    let public: bool = row.try_get("", "feed_public")?;
+    let payload = RawValue::from_string(payload)
+        .map_err(|e| DbErr::Custom(format!("journal payload is not JSON: {e}")))?;
+    let name: String = row.try_get("", "event")?;
+    Ok(Event {
+        id: Some(get_u64(row, "id")?),
+        name: Arc::from(name),
+        payload: Arc::from(payload),
+        targets: Vec::new(),
+        except: except
+            .and_then(|e| serde_json::from_str(&e).ok())
+            .unwrap_or_default(),
+        kind: Kind::parse(&kind),
+        feed: actor.map(|actor| FeedScope { actor, public }),
+    })
+}
+
+/// The stored events with ids in `(after, through]`, with their live targets (feed
+/// activities' recomputed from the follow graph), for a dispatcher filling a gap. Purged ids
+/// are simply absent.
+pub async fn range(
+    db: &impl ConnectionTrait,
+    after: u64,
+    through: u64,
+) -> Result<Vec<Event>, DbErr> {
+    if through <= after {
+        return Ok(Vec::new());
+    }
+    let backend = db.get_database_backend();
+    let rows = db
+        .query_all_raw(stmt(
+            backend,
+            &format!("SELECT {EVENT_COLUMNS} FROM events WHERE id > $1 AND id <= $2 ORDER BY id"),
+            vec![db_id(after), db_id(through)],
+        ))
+        .await?;
+    let mut events = BTreeMap::new();
+    for row in &rows {
+        let e = decode(row)?;
+        events.insert(e.id.unwrap_or_default(), e);
+    }
+    let targets = db
+        .query_all_raw(stmt(
+            backend,
+            "SELECT event_id, target FROM event_targets WHERE event_id > $1 AND event_id <= $2",
+            vec![db_id(after), db_id(through)],
+        ))
+        .await?;
+    for row in &targets {
+        let id = get_u64(row, "event_id")?;
+        let target: String = row.try_get("", "target")?;
+        if let Some(e) = events.get_mut(&id) {
+            e.targets.push(target);
+        }
+    }
+    let mut followers: HashMap<String, Vec<String>> = HashMap::new();
+    for e in events.values_mut() {
+        let Some(scope) = e.feed.clone() else {
+            continue;
+        };
+        if !followers.contains_key(&scope.actor) {
+            let rows = db
+                .query_all_raw(stmt(
+                    backend,
+                    "SELECT follower_id FROM follows WHERE followee_id = $1",
+                    vec![scope.actor.clone().into()],
+                ))
+                .await?;
+            let list = rows
+                .iter()
+                .filter_map(|r| r.try_get::<String>("", "follower_id").ok())
+                .collect();
+            followers.insert(scope.actor.clone(), list);
+        }
+        e.targets = super::feed_targets(&scope, &followers[&scope.actor]);
+    }
+    Ok(events.into_values().collect())
+}
+
+/// Which feed activities a resuming receiver asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeedMode {
+    /// Followees' activities and public ones (`feed:subscribe` without `followingOnly`).
+    All,
+    /// Followees' activities only.
+    Following,
+}
+
+impl FeedMode {
+    /// `"all"` or `"following"`, as clients send it in `auth.feed` / `?feed=`.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "all" => Some(Self::All),
+            "following" => Some(Self::Following),
+            _ => None,
+        }
+    }
+}
+
+/// What a resuming receiver asks for.
+pub struct ReplayRequest<'a> {
+    pub user_id: &'a str,
+    /// The cursor string the client sent, unparsed; `None` for a fresh client.
+    pub after: Option<&'a str>,
+    /// The highest id delivered live by the dispatcher when the receiver registered: replay
+    /// covers `(after, through]`, the live stream the rest.
+    pub through: u64,
+    /// Whether (and which) feed activities are replayed.
+    pub feed: Option<FeedMode>,
+    /// Most events replayed; more means the client must refetch everything.
+    pub limit: usize,
+}
+
+/// The answer to a resume.
+#[derive(Debug)]
+pub struct Replay {
+    /// The missed events, ids set, in id order, only ids in `(after, through]`. Their
+    /// `targets` are not loaded (they go to one receiver).
+    pub events: Vec<Event>,
+    /// Whether the client sent a cursor and everything since it follows.
+    pub recovered: bool,
+    /// The kinds the client must refetch (their events since the cursor are not all here).
+    pub reset: Vec<Kind>,
+    /// The position once `events` are applied: `through`.
+    pub cursor: Cursor,
+}
+
+/// The current epoch of the database (what cursors are checked against).
+pub async fn epoch(db: &impl ConnectionTrait) -> Result<String, DbErr> {
+    Ok(head(db).await?.1)
+}
+
+/// Everything the user missed since `req.after`, in one query (a UNION of index range scans:
+/// the user's own room, each chat room the user is a member of now, feed activities when
+/// asked for), or the kinds to refetch when that is not possible.
+pub async fn replay(db: &impl ConnectionTrait, req: ReplayRequest<'_>) -> Result<Replay, AppError> {
+    let epoch = epoch(db).await?;
+    let cursor = Cursor {
+        epoch: epoch.clone(),
+        id: req.through,
+    };
+    let reset_all = |cursor: Cursor| Replay {
+        events: Vec::new(),
+        recovered: false,
+        reset: Kind::ALL.to_vec(),
+        cursor,
+    };
+    let Some(raw) = req.after else {
+        return Ok(reset_all(cursor));
+    };
+    let after = match raw.parse::<Cursor>() {
+        Ok(c) if c.epoch == epoch && c.id <= req.through => c.id,
+        Ok(c) => {
+            tracing::debug!(cursor = %c, through = req.through, "cursor of another epoch or ahead of the journal");
+            return Ok(reset_all(cursor));
+        }
+        Err(_) => {
+            tracing::debug!(cursor = raw, "unparseable resume cursor");
+            return Ok(reset_all(cursor));
+        }
+    };
+    let backend = db.get_database_backend();
+    let purges = db
+        .query_all_raw(stmt(
+            backend,
+            "SELECT kind, through_id FROM event_purges",
+            vec![],
+        ))
+        .await?;
+    let mut reset = Vec::new();
+    for row in &purges {
+        let kind: String = row.try_get("", "kind")?;
+        let through_id = get_u64(row, "through_id")?;
+        if let Some(kind) = Kind::parse(&kind)
+            && after < through_id
+            && (kind != Kind::Feed || req.feed.is_some())
+        {
+            reset.push(kind);
+        }
+    }
+    if after == req.through {
+        reset.sort();
+        return Ok(Replay {
+            events: Vec::new(),
+            recovered: reset.is_empty(),
+            reset,
+            cursor,
+        });
+    }
+    let feed_clause = match req.feed {
+        None => String::new(),
+        Some(mode) => {
+            let audience = match mode {
+                FeedMode::All => {
+                    "(feed_public = TRUE OR feed_actor IN (SELECT followee_id FROM follows WHERE follower_id = $1))"
+                }
+                FeedMode::Following => {
+                    "feed_actor IN (SELECT followee_id FROM follows WHERE follower_id = $1)"
+                }
+            };
+            format!(
+                " UNION ALL SELECT id FROM events WHERE kind = 'feed' AND id > $3 AND id <= $4 \
+                 AND feed_actor <> $1 AND {audience}"
+            )
+        }
+    };
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE id IN (\
+           SELECT event_id FROM event_targets WHERE target = $2 AND event_id > $3 AND event_id <= $4 \
+           UNION ALL SELECT t.event_id FROM room_members m JOIN event_targets t \
+             ON t.target = 'chat:' || m.room_id \
+             WHERE m.user_id = $1 AND t.event_id > $3 AND t.event_id <= $4\
+           {feed_clause}) ORDER BY id LIMIT $5"
+    );
+    let limit = i64::try_from(req.limit.saturating_add(1)).unwrap_or(i64::MAX);
+    let rows = db
+        .query_all_raw(stmt(
+            backend,
+            &sql,
+            vec![
+                req.user_id.into(),
+                super::super::realtime::rooms::user(req.user_id).into(),
+                db_id(after),
+                db_id(req.through),
+                Value::BigInt(Some(limit)),
+            ],
+        ))
+        .await?;
+    if rows.len() > req.limit {
+        return Ok(reset_all(cursor));
+    }
+    let mut events = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let e = decode(row)?;
+        if e.kind.is_some_and(|k| reset.contains(&k)) {
+            continue;
+        }
+        events.push(e);
+    }
+    reset.sort();
+    Ok(Replay {
+        events,
+        recovered: reset.is_empty(),
+        reset,
+        cursor,
+    })
+}
+
+/// Deletes up to `batch` events of `kind` created before `before_ms` (Unix ms), oldest
+/// first, with their targets, and raises the kind's purge mark. Returns how many went.
+pub async fn purge(
+    tx: &impl ConnectionTrait,
+    kind: Kind,
+    before_ms: i64,
+    batch: u64,
+) -> Result<u64, DbErr> {
+    let backend = tx.get_database_backend();
+    let row = tx
+        .query_one_raw(stmt(
+            backend,
+            "SELECT MAX(id) AS max_id, COUNT(*) AS n FROM (SELECT id FROM events \
+             WHERE kind = $1 AND created_at < $2 ORDER BY id LIMIT $3) AS old",
+            vec![
+                kind.as_str().into(),
+                Value::BigInt(Some(before_ms)),
+                Value::BigInt(Some(i64::try_from(batch).unwrap_or(i64::MAX))),
+            ],
+        ))
+        .await?;
+    let Some(row) = row else { return Ok(0) };
+    let max: Option<i64> = row.try_get("", "max_id")?;
+    let Some(max) = max else { return Ok(0) };
+    let n: i64 = row.try_get("", "n")?;
+    tx.execute_raw(stmt(
+        backend,
+        "DELETE FROM event_targets WHERE event_id IN \
+         (SELECT id FROM events WHERE kind = $1 AND id <= $2)",
+        vec![kind.as_str().into(), Value::BigInt(Some(max))],
+    ))
+    .await?;
+    tx.execute_raw(stmt(
+        backend,
+        "DELETE FROM events WHERE kind = $1 AND id <= $2",
+        vec![kind.as_str().into(), Value::BigInt(Some(max))],
+    ))
+    .await?;
+    let updated = tx
+        .execute_raw(stmt(
+            backend,
+            "UPDATE event_purges SET through_id = $2 WHERE kind = $1 AND through_id < $2",
+            vec![kind.as_str().into(), Value::BigInt(Some(max))],
+        ))
+        .await?;
+    if updated.rows_affected() == 0 {
+        let exists = tx
+            .query_one_raw(stmt(
+                backend,
+                "SELECT through_id FROM event_purges WHERE kind = $1",
+                vec![kind.as_str().into()],
+            ))
+            .await?;
+        if exists.is_none() {
+            tx.execute_raw(stmt(
+                backend,
+                "INSERT INTO event_purges (kind, through_id) VALUES ($1, $2)",
+                vec![kind.as_str().into(), Value::BigInt(Some(max))],
+            ))
+            .await?;
+        }
+    }
+    Ok(u64::try_from(n).unwrap_or(0))
+}
