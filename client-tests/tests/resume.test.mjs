@@ -75,11 +75,11 @@ async function resumeCase(server, mode, { users: n = 2, prefix, feed, setup, awa
     const ready = await receiver.reconnect(nodeAt(server, 1));
     assert.equal(ready.recovered, true, `recovered: ${JSON.stringify(ready)}`);
     assert.deepEqual(ready.reset, []);
-    assert.equal(ready.replayed, expected.length, `replayed: ${JSON.stringify(ready)}`);
     assert.equal(ready.cursor.split(':')[0], first.cursor.split(':')[0], 'same epoch');
     assert.ok(Array.isArray(ready.rooms), 'the contract fields stay');
-    await receiver.log.until((l) => l.sinceReady().length >= expected.length, 8000, 'the replay');
+    await receiver.log.until((l) => l.sinceReady().length >= Math.max(expected.length, ready.replayed), 8000, 'the replay');
     assert.deepEqual(describeAll(receiver.log.sinceReady()), expected, 'exactly the missed events, in order');
+    assert.equal(ready.replayed, expected.length, `replayed: ${JSON.stringify(ready)}`);
 
     const liveEvent = await live(ctx);
     await receiver.log.until((l) => l.sinceReady().length >= expected.length + 1, 8000, 'the live event');
@@ -146,11 +146,15 @@ const CASES = [
       const [a, b, c] = ctx.users;
       const room = await createGroup(a, [b], 'born while away');
       ctx.room = room;
+      // Being put in a group is also a notification (group_invite), right after the room.
+      const invite = httpStatus(await b.api('GET', '/notifications?limit=1'), 200).items[0];
+      assert.equal(invite.type, 'group_invite');
       httpStatus(await a.api('PATCH', `/chat/rooms/${room.id}`, { body: { name: 'renamed while away' } }), 200);
       httpStatus(await a.api('POST', `/chat/rooms/${room.id}/members`, { body: { userIds: [c.id] } }), [200, 201]);
       const m = await sendRest(c, room.id, 'hello from the new member');
       return [
         `chat:room_updated ${room.id} created`,
+        `notification:new ${invite.id} ${invite.title}`,
         `chat:room_updated ${room.id} renamed renamed while away`,
         `chat:room_updated ${room.id} member_added`,
         msg(room, m),
@@ -168,11 +172,13 @@ const CASES = [
       const room = await createGroup(a, [b, c], 'resume removal');
       return { room };
     },
+    // The room is gone for the removed user: none of its messages come back, not even those
+    // sent before the removal (replay follows membership now); the removal itself does.
     async away({ users: [a, b], room }) {
-      const m1 = await sendRest(a, room.id, 'before the removal');
+      await sendRest(a, room.id, 'before the removal');
       assert.equal((await a.api('DELETE', `/chat/rooms/${room.id}/members/${encodeURIComponent(b.id)}`)).status, 204);
       await sendRest(a, room.id, 'after the removal');
-      return [msg(room, m1), `chat:room_updated ${room.id} member_removed`];
+      return [`chat:room_updated ${room.id} member_removed`];
     },
     async live({ users: [, b] }) {
       const n = await notify(this.server, b, 'live after removal');
