@@ -42,7 +42,7 @@ function track(r) {
   });
   const replayDone = (t) => {
     r.replayLeft = -1;
-    if (r.openAt) replayMs.push(t - r.openAt);
+    if (r.openAt && r.sessions > 1) replayMs.push(t - r.openAt); // resumes only, not first connects
     if (r.killedAt) backMs.push(t - r.killedAt);
     r.killedAt = 0;
   };
@@ -185,6 +185,7 @@ function report(expected) {
   let notRecovered = 0;
   let kills = 0;
   let incomplete = 0;
+  const missing = []; // a sample: which seqs some sockets lack
   const disconnects = {};
   for (const r of receivers) {
     const e = expected[r.roomId] ?? { seqs: 0, notes: 0 };
@@ -194,7 +195,14 @@ function report(expected) {
     got += have;
     notesWanted += e.notes;
     notesGot += Math.min(r.notes.size, e.notes);
-    if (have < e.seqs || r.notes.size < e.notes) incomplete += 1;
+    if (have < e.seqs || r.notes.size < e.notes) {
+      incomplete += 1;
+      if (missing.length < 10) {
+        const seqs = [];
+        for (let q = 1; q <= e.seqs && seqs.length < 5; q += 1) if (!r.seqs.has(q)) seqs.push(q);
+        missing.push({ roomId: r.roomId, seqs, notes: `${r.notes.size}/${e.notes}` });
+      }
+    }
     dupsPassed += r.dupsPassed;
     helperDuplicates += r.client.duplicates;
     sessions += r.sessions;
@@ -220,6 +228,8 @@ function report(expected) {
     kills,
     disconnects,
     errors,
+    missing,
+    noteTitles: receivers.length ? [...receivers[0].notes].slice(-3) : [],
     replayMs,
     backMs,
     cpuMs: (cpu.user + cpu.system) / 1000,

@@ -103,12 +103,13 @@ export async function startReceivers({ workers, url, clients, concurrency = 50, 
     /** Every worker's report against `expected`, summed. */
     async report(expected) {
       const parts = await all({ type: 'report', expected }, 'report');
-      const sum = { replayMs: [], backMs: [], disconnects: {}, errors: {} };
+      const sum = { replayMs: [], backMs: [], disconnects: {}, errors: {}, missing: [] };
       for (const p of parts) {
         for (const [k, v] of Object.entries(p)) {
           if (typeof v === 'number') sum[k] = (sum[k] || 0) + v;
         }
         sum.replayMs.push(...p.replayMs);
+        sum.missing.push(...p.missing);
         sum.backMs.push(...p.backMs);
         for (const [k, v] of Object.entries(p.disconnects)) sum.disconnects[k] = (sum.disconnects[k] || 0) + v;
         for (const [k, v] of Object.entries(p.errors)) sum.errors[k] = (sum.errors[k] || 0) + v;

@@ -78,7 +78,7 @@ export async function main(argv) {
         `delivered       chat ${fmtInt(r.got)}/${fmtInt(r.wanted)}, notifications ${fmtInt(r.notesGot)}/${fmtInt(r.notesWanted)}: ${pct.toFixed(3)}%; ` +
           `duplicates ${fmtInt(r.helperDuplicates)} dropped by the helper, ${fmtInt(r.dupsPassed)} past it`,
         `errors          connect errors ${JSON.stringify(st.errors)}; server ${serverErrors.length} ERROR and ${serverWarns.length} WARN lines`,
-        ...serverErrors.slice(0, 5).map((l) => `  ${l.slice(0, 200)}`),
+        ...[...serverErrors, ...serverWarns].slice(0, 5).map((l) => `  ${l.slice(0, 200)}`),
         `server RSS      peak ${fmtMb(rss.peakKb)} (both processes)`,
       ];
       const { pass, lines: v } = verdict(
@@ -92,6 +92,7 @@ export async function main(argv) {
         ],
         `all back in ${fmtMs(allBackMs)}, ${recoveredPct.toFixed(1)}% recovered, peak RSS ${fmtMb(rss.peakKb)}`,
       );
+      if (r.missing.length) lines.push(`missing (sample) ${JSON.stringify(r.missing.slice(0, 5))}`);
       console.log([...lines, ...v].join('\n'));
       return {
         pass,

@@ -82,6 +82,7 @@ export async function main(argv) {
         ],
         `${pct.toFixed(3)}% delivered, ${r.dupsPassed} duplicates past the helper, replay p50 ${fmtMs(replay.p50)} p99 ${fmtMs(replay.p99)}`,
       );
+      if (r.missing.length) lines.push(`missing (sample) ${JSON.stringify(r.missing.slice(0, 5))}`);
       console.log([...lines, ...v].join('\n'));
       return {
         pass,

@@ -106,6 +106,7 @@ export async function main(argv) {
           ],
           `lost ${fmtInt(lost)} of ${fmtInt(deliveries)} deliveries, ${st.backAfterMark} sockets moved`,
         );
+        if (r.missing.length) lines.push(`missing (sample) ${JSON.stringify(r.missing.slice(0, 5))}`);
         console.log([...lines, ...v].join('\n'));
         return {
           pass,
