@@ -176,7 +176,7 @@ mod tests {
         assert!(e.reaches(["user:a", "feed:public"]));
         assert!(!e.reaches(["chat:r", "user:b"]));
         assert!(!e.reaches(["user:c"]));
-        assert_eq!(&*e.payload.get(), "1");
+        assert_eq!(e.payload.get(), "1");
     }
 
     #[test]
