@@ -664,7 +664,7 @@ async function connectScenario(opts, server, workers, runId, cores) {
 // ---------------------------------------------------------------------------------------------
 
 /** Load scenarios with their own options, each in `scenarios/<name>.mjs` (see README.md). */
-const LOAD_SCENARIOS = ['slow-consumer', 'flood', 'storm', 'soak'];
+const LOAD_SCENARIOS = ['slow-consumer', 'flood', 'storm', 'soak', 'jitter', 'avalanche', 'rolling'];
 
 async function main() {
   const argv = process.argv.slice(2);

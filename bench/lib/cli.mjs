@@ -60,9 +60,10 @@ export function scenarioOptions(name, argv, spec) {
 
 /**
  * Runs `body(startServer)` under the hard time limit; every server it started is stopped at the
- * end. `body` returns `{ pass, result }`. Exit code: 0 PASS, 1 FAIL, 2 error.
+ * end, then `after()` runs (what the scenario started besides servers). `body` returns
+ * `{ pass, result }`. Exit code: 0 PASS, 1 FAIL, 2 error.
  */
-export async function runScenario(opts, body) {
+export async function runScenario(opts, body, { after } = {}) {
   const servers = [];
   const hard = setTimeout(() => {
     console.error(`\nFAIL: run exceeded --timeout ${opts.timeout} s; aborting`);
@@ -85,6 +86,7 @@ export async function runScenario(opts, body) {
     for (const s of servers) if (s.stderr) console.error(`server stderr (tail):\n${s.stderr.slice(-3000)}`);
   } finally {
     await Promise.all(servers.map((s) => s.stop()));
+    await after?.().catch((err) => console.error(`cleanup: ${err.message}`));
   }
   process.exit(code);
 }

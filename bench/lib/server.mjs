@@ -101,46 +101,69 @@ export async function spawnServer(envOverrides = {}) {
     RATE_LIMIT_PER_MINUTE: '1000000',
     ...envOverrides,
   };
-  const child = spawn(bin, ['serve'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const startedAt = Date.now();
-  let stderr = '';
-  const keep = (chunk) => {
-    stderr = (stderr + chunk.toString()).slice(-STDERR_KEEP);
-    if (process.env.BENCH_SERVER_LOG) process.stderr.write(chunk);
-  };
-  child.stderr.on('data', keep);
-  child.stdout.on('data', keep);
-  let exited = null;
-  let stopping = false;
-  const exitPromise = new Promise((resolve) => {
-    child.on('exit', (code, signal) => {
-      exited = { code, signal, afterMs: Date.now() - startedAt };
-      if (!stopping) {
-        const why = /shutting down/.test(stderr) ? ' after a graceful shutdown (it was sent SIGTERM/SIGINT)' : '';
-        console.error(`\nWARNING: switchboard (pid ${child.pid}) exited unexpectedly: ${JSON.stringify(exited)}${why}`);
-      }
-      resolve(exited);
-    });
-    child.on('error', (error) => resolve((exited = { code: null, signal: null, error })));
-  });
   const url = `http://127.0.0.1:${port}`;
   const cleanup = () => rm(tmp, { recursive: true, force: true });
+  let stderr = '';
+  let stopping = false;
+  let restarting = false;
+  let proc = null; // { child, exited, exitPromise }
+  /** Starts the binary (again: same port, same database) and waits for it to be healthy. */
+  const launch = async () => {
+    const child = spawn(bin, ['serve'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const startedAt = Date.now();
+    const keep = (chunk) => {
+      stderr = (stderr + chunk.toString()).slice(-STDERR_KEEP);
+      if (process.env.BENCH_SERVER_LOG) process.stderr.write(chunk);
+    };
+    child.stderr.on('data', keep);
+    child.stdout.on('data', keep);
+    const me = { child, exited: null, exitPromise: null };
+    me.exitPromise = new Promise((resolve) => {
+      child.on('exit', (code, signal) => {
+        me.exited = { code, signal, afterMs: Date.now() - startedAt };
+        if (!stopping && !restarting) {
+          const why = /shutting down/.test(stderr) ? ' after a graceful shutdown (it was sent SIGTERM/SIGINT)' : '';
+          console.error(`\nWARNING: switchboard (pid ${child.pid}) exited unexpectedly: ${JSON.stringify(me.exited)}${why}`);
+        }
+        resolve(me.exited);
+      });
+      child.on('error', (error) => resolve((me.exited = { code: null, signal: null, error })));
+    });
+    proc = me;
+    try {
+      await waitHealthy(
+        url,
+        () => me.exited && (me.exited.error ? me.exited.error.message : `code ${me.exited.code}, signal ${me.exited.signal}`),
+        () => stderr,
+      );
+    } catch (err) {
+      child.kill('SIGKILL');
+      await me.exitPromise;
+      throw err;
+    }
+  };
+  /** Ends the current process with `signal`, SIGKILL after the grace period. */
+  const end = async (signal) => {
+    const me = proc;
+    if (!me || me.exited) return me?.exited;
+    me.child.kill(signal);
+    const timer = setTimeout(() => me.child.kill('SIGKILL'), STOP_GRACE_MS);
+    await me.exitPromise;
+    clearTimeout(timer);
+    return me.exited;
+  };
   try {
-    await waitHealthy(
-      url,
-      () => exited && (exited.error ? exited.error.message : `code ${exited.code}, signal ${exited.signal}`),
-      () => stderr,
-    );
+    await launch();
   } catch (err) {
-    child.kill('SIGKILL');
-    await exitPromise;
     await cleanup();
     throw err;
   }
   let stopped = null;
   return {
     url,
-    pid: child.pid,
+    get pid() {
+      return proc.child.pid;
+    },
     external: false,
     env,
     token: signer(env.JWT_SECRET),
@@ -148,17 +171,28 @@ export async function spawnServer(envOverrides = {}) {
       return stderr;
     },
     get exited() {
-      return exited;
+      return restarting ? null : proc.exited;
+    },
+    /**
+     * Stops the process with `signal` (SIGTERM: a graceful shutdown, as a deploy does; SIGKILL: a
+     * crash) and starts it again on the same port with the same database; resolves
+     * `{ exited, downMs }` once it is healthy again.
+     */
+    async restart({ signal = 'SIGTERM' } = {}) {
+      restarting = true;
+      const t0 = Date.now();
+      try {
+        const exited = await end(signal);
+        await launch();
+        return { exited, downMs: Date.now() - t0 };
+      } finally {
+        restarting = false;
+      }
     },
     stop() {
       stopping = true;
       stopped ??= (async () => {
-        if (!exited) {
-          child.kill('SIGTERM');
-          const timer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
-          await exitPromise;
-          clearTimeout(timer);
-        }
+        const exited = await end('SIGTERM');
         await cleanup();
         return exited;
       })();
@@ -167,7 +201,7 @@ export async function spawnServer(envOverrides = {}) {
     /** Synchronous last-resort kill (process 'exit' handler). */
     killNow() {
       stopping = true;
-      if (!exited) child.kill('SIGKILL');
+      if (proc && !proc.exited) proc.child.kill('SIGKILL');
     },
   };
 }

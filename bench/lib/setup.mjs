@@ -47,14 +47,18 @@ export async function follow(server, followerId, followeeId) {
   if (res.status >= 300) throw new Error(`follow ${followerId} -> ${followeeId}: HTTP ${res.status}`);
 }
 
-/** Samples the server's RSS every `everyMs`; `.peakKb`, `.series` ([ms since start, kB]). */
+/**
+ * Samples the server's RSS every `everyMs`; `.peakKb`, `.series` ([ms since start, kB]). `pid`
+ * may be a function, read at every sample, for a server that is restarted during the run.
+ */
 export function rssSampler(pid, everyMs = 1000) {
+  const pidOf = typeof pid === 'function' ? pid : () => pid;
   const t0 = Date.now();
   const sampler = {
-    peakKb: memory(pid)?.rssKb ?? NaN,
+    peakKb: memory(pidOf())?.rssKb ?? NaN,
     series: [],
     sample() {
-      const kb = memory(pid)?.rssKb;
+      const kb = memory(pidOf())?.rssKb;
       if (!Number.isFinite(kb)) return NaN;
       if (!(kb <= sampler.peakKb)) sampler.peakKb = kb;
       sampler.series.push([Date.now() - t0, kb]);
