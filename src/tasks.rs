@@ -32,6 +32,8 @@ pub fn spawn_all<A: Adapter>(io: SocketIo<A>, core: Arc<Core>) {
     if core.redis.is_some() {
         tokio::spawn(slot_reconciler(core.clone()));
     }
+    tokio::spawn(crate::outbound::push::run(core.clone()));
+    tokio::spawn(crate::outbound::webhook::run(core.clone()));
     tokio::spawn(notification_purger(core));
 }
 

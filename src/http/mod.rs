@@ -12,6 +12,7 @@ mod internal;
 pub mod json;
 mod notifications;
 mod presence;
+mod push;
 mod room_state;
 
 pub use notifications::MarkReadBody;
@@ -41,6 +42,7 @@ pub fn router<A: Adapter>(state: AppState<A>) -> Router {
         .merge(feed::router())
         .merge(notifications::router())
         .merge(presence::router())
+        .merge(push::router())
         .merge(room_state::router())
         // Every user GET is conditional (rooms, history, notifications, preferences, presence,
         // receipts, feed): see `etag`.

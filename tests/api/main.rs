@@ -22,6 +22,8 @@ mod outage;
 mod presence;
 mod presence_pipeline;
 mod profile_names;
+mod push;
 mod rest_auth;
 mod sqlite_urls;
+mod webhook;
 mod write_path;
