@@ -204,8 +204,9 @@ pub async fn run(core: Arc<Core>) {
             Ok(Some(next)) => (next - Utc::now()).to_std().unwrap_or_default(),
             Ok(None) => IDLE_POLL,
             Err(e) => {
+                // The database is down: try again in a while, without a warning per second.
                 tracing::warn!(task = "webhook_sender", error = %e, "outbox unreadable");
-                Duration::from_secs(1)
+                Duration::from_secs(5)
             }
         };
         tokio::select! {
