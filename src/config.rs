@@ -256,6 +256,59 @@ pub struct Config {
     /// Longest wait of a long poll, and its default `timeout_ms`.
     #[arg(long, env = "POLL_TIMEOUT_MS", default_value_t = 30_000)]
     pub poll_timeout_ms: u64,
+    /// VAPID private key (RFC 8292): the raw 32-byte P-256 scalar, base64url, as
+    /// `npx web-push generate-vapid-keys` prints it. Unset: Web Push is off (in development, an
+    /// ephemeral key is generated instead, with a warning). Browsers bind a subscription to the
+    /// public key, so every node must share one key and it must outlive restarts.
+    #[arg(long, env = "VAPID_PRIVATE_KEY", hide_env_values = true)]
+    pub vapid_private_key: Option<String>,
+    /// Contact the push services may use (`mailto:…` or `https:…`); needed with
+    /// `VAPID_PRIVATE_KEY`.
+    #[arg(long, env = "VAPID_SUBJECT")]
+    pub vapid_subject: Option<String>,
+    /// Push only to users with no live connection on any node (an app in the foreground
+    /// already got `notification:new`). `false` pushes whether or not the user is connected.
+    #[arg(long, env = "PUSH_ONLY_WHEN_OFFLINE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub push_only_when_offline: bool,
+    /// Push subscriptions one user may hold; the oldest is replaced beyond it.
+    #[arg(long, env = "PUSH_SUBSCRIPTIONS_PER_USER", default_value_t = 20)]
+    pub push_subscriptions_per_user: u64,
+    /// Notifications waiting to be pushed; beyond it new ones are not pushed (and counted).
+    #[arg(long, env = "PUSH_QUEUE_MAX", default_value_t = 10_000)]
+    pub push_queue_max: usize,
+    /// Pushes in flight at once (each to one subscription, retries included).
+    #[arg(long, env = "PUSH_CONCURRENCY", default_value_t = 32)]
+    pub push_concurrency: usize,
+    /// Attempts per push when the push service answers 429 or 5xx (or does not answer).
+    #[arg(long, env = "PUSH_MAX_ATTEMPTS", default_value_t = 5)]
+    pub push_max_attempts: u32,
+    /// First retry delay of a push, doubled per attempt (a `Retry-After` overrides it).
+    #[arg(long, env = "PUSH_RETRY_BASE_MS", default_value_t = 1_000)]
+    pub push_retry_base_ms: u64,
+    /// `TTL` of a push whose notification has no `expiresAt` (one with it lives until then).
+    #[arg(long, env = "PUSH_DEFAULT_TTL_SECS", default_value_t = 86_400)]
+    pub push_default_ttl_secs: u64,
+    /// Where `notification.created` webhooks are POSTed (for `email: true`); unset: off.
+    #[arg(long, env = "NOTIFICATION_WEBHOOK_URL")]
+    pub notification_webhook_url: Option<String>,
+    /// HMAC-SHA256 key of `X-Switchboard-Signature`; needed with `NOTIFICATION_WEBHOOK_URL`.
+    #[arg(long, env = "NOTIFICATION_WEBHOOK_SECRET", hide_env_values = true)]
+    pub notification_webhook_secret: Option<String>,
+    /// Attempts per webhook delivery before it is marked failed.
+    #[arg(long, env = "NOTIFICATION_WEBHOOK_MAX_ATTEMPTS", default_value_t = 15)]
+    pub notification_webhook_max_attempts: u32,
+    /// First retry delay of a webhook delivery, doubled per attempt up to an hour (a
+    /// `Retry-After` overrides it). With the default attempts, a delivery is tried for about
+    /// five and a half hours before it is marked failed.
+    #[arg(
+        long,
+        env = "NOTIFICATION_WEBHOOK_RETRY_BASE_MS",
+        default_value_t = 5_000
+    )]
+    pub notification_webhook_retry_base_ms: u64,
+    /// Longest wait for a push service or the webhook to answer one request.
+    #[arg(long, env = "OUTBOUND_TIMEOUT_MS", default_value_t = 10_000)]
+    pub outbound_timeout_ms: u64,
     /// How long a graceful shutdown waits for in-flight work.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
     pub shutdown_timeout_ms: u64,
@@ -368,7 +421,51 @@ impl Config {
                  SOCKET_EVENT_BURST, SOCKET_QUEUE_DEPTH and SOCKET_FLOOD_REJECTIONS must be at least 1"
             );
         }
+        self.validate_outbound()?;
         Ok(())
+    }
+
+    /// Checks the push and webhook settings: a key needs a subject, a webhook URL a secret.
+    fn validate_outbound(&self) -> anyhow::Result<()> {
+        if self.vapid_private_key.is_some() {
+            match self.vapid_subject.as_deref() {
+                Some(s) if s.starts_with("mailto:") || s.starts_with("https:") => {}
+                _ => anyhow::bail!(
+                    "VAPID_PRIVATE_KEY needs VAPID_SUBJECT, a mailto: or https: URL the push \
+                     services can reach you at"
+                ),
+            }
+        }
+        if let Some(url) = &self.notification_webhook_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                anyhow::bail!("NOTIFICATION_WEBHOOK_URL must be an http(s) URL");
+            }
+            if self
+                .notification_webhook_secret
+                .as_deref()
+                .is_none_or(str::is_empty)
+            {
+                anyhow::bail!(
+                    "NOTIFICATION_WEBHOOK_URL needs NOTIFICATION_WEBHOOK_SECRET to sign its bodies"
+                );
+            }
+        }
+        if self.push_queue_max == 0
+            || self.push_concurrency == 0
+            || self.push_max_attempts == 0
+            || self.notification_webhook_max_attempts == 0
+            || self.push_subscriptions_per_user == 0
+        {
+            anyhow::bail!(
+                "PUSH_QUEUE_MAX, PUSH_CONCURRENCY, PUSH_MAX_ATTEMPTS, PUSH_SUBSCRIPTIONS_PER_USER \
+                 and NOTIFICATION_WEBHOOK_MAX_ATTEMPTS must be at least 1"
+            );
+        }
+        Ok(())
+    }
+
+    pub fn outbound_timeout(&self) -> Duration {
+        Duration::from_millis(self.outbound_timeout_ms.max(1))
     }
 
     /// Whether `/demo` is served: `DEMO_ENABLED` when set, else only in development.

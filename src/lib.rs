@@ -24,6 +24,8 @@ pub mod http;
 pub mod input;
 /// Prometheus metrics.
 pub mod metrics;
+/// Delivery beyond live sockets: Web Push and the notification webhook.
+pub mod outbound;
 /// One event pipeline for every transport: journal, cursors, ordered delivery.
 pub mod pipeline;
 /// The Socket.IO transport.

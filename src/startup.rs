@@ -121,6 +121,7 @@ impl Application {
                 )
             }
         };
+        let outbound = Arc::new(crate::outbound::Outbound::from_config(&config)?);
         let limits = ChatLimits {
             max_message_length: config.max_message_length,
             members_inline_max: config.room_members_inline_max,
@@ -136,7 +137,13 @@ impl Application {
             ),
             preferences: PreferenceService::new(db.clone(), writes.clone()),
             bus,
-            notifications: NotificationService::new(db.clone(), writes.clone()),
+            notifications: NotificationService::new(db.clone(), writes.clone(), outbound.clone()),
+            push_subscriptions: crate::domain::push_subscriptions::PushSubscriptions::new(
+                db.clone(),
+                writes.clone(),
+                config.push_subscriptions_per_user,
+            ),
+            outbound,
             feed: FeedService::new(db.clone(), writes.clone()),
             typing: TypingTracker::new(config.typing_throttle(), config.typing_timeout()),
             presence: PresenceService::new(presence_store, db.clone(), writes.clone()),

@@ -43,6 +43,10 @@ pub struct Core {
     pub chat: ChatService,
     pub preferences: PreferenceService,
     pub notifications: NotificationService,
+    /// Browsers' Web Push subscriptions.
+    pub push_subscriptions: crate::domain::push_subscriptions::PushSubscriptions,
+    /// The push and webhook channels (each off unless configured) and their counters.
+    pub outbound: Arc<crate::outbound::Outbound>,
     /// Stored feed activities: the REST feed, trending and statistics.
     pub feed: FeedService,
     /// The connection slots this node's sockets hold, for the per-node limit during a Redis

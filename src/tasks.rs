@@ -30,6 +30,8 @@ pub fn spawn_all<A: Adapter>(io: SocketIo<A>, core: Arc<Core>) {
         tokio::spawn(slot_reconciler(core.clone()));
     }
     tokio::spawn(event_purger(core.clone()));
+    tokio::spawn(crate::outbound::push::run(core.clone()));
+    tokio::spawn(crate::outbound::webhook::run(core.clone()));
     tokio::spawn(notification_purger(core));
 }
 

@@ -6,6 +6,8 @@ pub mod follow;
 pub mod message;
 pub mod notification;
 pub mod notification_preference;
+pub mod push_subscription;
 pub mod room;
 pub mod room_member;
 pub mod user;
+pub mod webhook_delivery;

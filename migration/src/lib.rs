@@ -9,6 +9,8 @@ mod m20261122_000002_message_search;
 mod m20261201_000001_direct_room_key;
 mod m20261201_000002_message_search_id;
 mod m20261201_000003_event_journal;
+mod m20261201_000004_push_subscriptions;
+mod m20261201_000005_webhook_deliveries;
 
 /// Every migration in the order it must run.
 pub struct Migrator;
@@ -22,6 +24,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000001_direct_room_key::Migration),
             Box::new(m20261201_000002_message_search_id::Migration),
             Box::new(m20261201_000003_event_journal::Migration),
+            Box::new(m20261201_000004_push_subscriptions::Migration),
+            Box::new(m20261201_000005_webhook_deliveries::Migration),
         ]
     }
 }

@@ -9,6 +9,7 @@ pub mod follows;
 pub mod notifications;
 pub mod preferences;
 pub mod presence;
+pub mod push_subscriptions;
 pub mod rate_limit;
 pub mod typing;
 pub mod users;

@@ -1,7 +1,10 @@
 //! Notifications: stored per user, delivered live unless the user's preferences turned in-app
-//! delivery off for the type. Expired ones are never listed, counted or delivered.
+//! delivery off for the type, and handed to the push and webhook channels
+//! ([`crate::outbound`]) per the `push` and `email` switches. Expired ones are never listed,
+//! counted or delivered.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use entity::{notification, user};
@@ -14,8 +17,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::domain::bounded::MAX_BIND_IDS;
-use crate::domain::preferences::PreferenceService;
+use crate::domain::preferences::{Channels, PreferenceService, channels_of};
 use crate::error::{AppError, AppResult};
+use crate::outbound::{Outbound, webhook};
 use crate::time::serde_rfc3339;
 use crate::write_path::WritePath;
 
@@ -102,12 +106,16 @@ pub struct NewNotification {
 pub struct Created {
     pub notification: Notification,
     pub deliver: bool,
+    /// The recipient's channels for the type (`deliver` is `channels.in_app`): push and the
+    /// webhook follow `push` and `email`.
+    pub channels: Channels,
 }
 
 /// Stores and reads notifications.
 pub struct NotificationService {
     db: DatabaseConnection,
     writes: WritePath,
+    outbound: Arc<Outbound>,
 }
 
 /// Unexpired at `now`.
@@ -118,17 +126,24 @@ fn live(now: DateTime<Utc>) -> Condition {
 }
 
 impl NotificationService {
-    pub fn new(db: DatabaseConnection, writes: WritePath) -> Self {
-        Self { db, writes }
+    pub fn new(db: DatabaseConnection, writes: WritePath, outbound: Arc<Outbound>) -> Self {
+        Self {
+            db,
+            writes,
+            outbound,
+        }
     }
 
     /// Creates one notification per user (skipping users with the same `dedup_key` in the last
     /// 24 h, and already-expired ones), and says which to deliver. A fixed number of statements
     /// per [`MAX_BIND_IDS`] recipients, in one transaction: a notification to a thousand users is
-    /// a few bulk inserts and one preference query per chunk, not thousands of round trips.
+    /// a few bulk inserts and one preference query per chunk, not thousands of round trips. The
+    /// webhook's outbox rows (recipients with `email: true`) are written in the same
+    /// transaction, so a stored notification never misses its webhook; pushes are queued after
+    /// the commit, without waiting.
     pub async fn create(
         &self,
-        prefs: &PreferenceService,
+        _prefs: &PreferenceService,
         input: NewNotification,
     ) -> AppResult<Vec<Created>> {
         let now = Utc::now();
@@ -150,20 +165,31 @@ impl NotificationService {
             .map(|user_id| new_row(&input, user_id, actor_name.clone(), now))
             .collect();
         let dedup_key = input.dedup_key.clone();
-        let stored = self
+        let notification_type = input.notification_type.clone();
+        let webhook_on = self.outbound.webhook.is_some();
+        let (stored, channels) = self
             .writes
-            .transaction::<_, Vec<notification::Model>, sea_orm::DbErr>(|tx| {
-                Box::pin(async move { insert_batch(tx, rows, dedup_key.as_deref(), now).await })
-            })
+            .transaction::<_, (Vec<notification::Model>, HashMap<String, Channels>), sea_orm::DbErr>(
+                |tx| {
+                    Box::pin(async move {
+                        let stored = insert_batch(tx, rows, dedup_key.as_deref(), now).await?;
+                        let users: Vec<String> =
+                            stored.iter().map(|n| n.user_id.clone()).collect();
+                        let channels = channels_of(tx, &users, &notification_type).await?;
+                        if webhook_on {
+                            let wire: Vec<Notification> =
+                                stored.iter().cloned().map(Notification::from).collect();
+                            write_deliveries(tx, &wire, |_| Some(&channels), now).await?;
+                        }
+                        Ok((stored, channels))
+                    })
+                },
+            )
             .await
             .map_err(|e| match e {
                 sea_orm::TransactionError::Connection(e)
                 | sea_orm::TransactionError::Transaction(e) => e,
             })?;
-        let stored_users: Vec<String> = stored.iter().map(|n| n.user_id.clone()).collect();
-        let off = prefs
-            .in_app_off(&stored_users, &input.notification_type)
-            .await?;
         // Recipients in the order they were given.
         let order: HashMap<&str, usize> = input
             .user_ids
@@ -174,9 +200,13 @@ impl NotificationService {
             .collect();
         let mut created: Vec<Created> = stored
             .into_iter()
-            .map(|row| Created {
-                deliver: !off.contains(&row.user_id),
-                notification: row.into(),
+            .map(|row| {
+                let channels = channels.get(&row.user_id).copied().unwrap_or_default();
+                Created {
+                    deliver: channels.in_app,
+                    channels,
+                    notification: row.into(),
+                }
             })
             .collect();
         created.sort_by_key(|c| {
@@ -185,6 +215,54 @@ impl NotificationService {
                 .copied()
                 .unwrap_or(usize::MAX)
         });
+        self.outbound.created(&created);
+        Ok(created)
+    }
+
+    /// Pairs notifications stored by [`insert_in`] (inside the transaction of the change that
+    /// caused them) with their recipients' channels, writes their webhook deliveries and queues
+    /// their pushes: one preference query per type and [`MAX_BIND_IDS`] recipients. The outbox
+    /// rows are written just after that transaction, not in it: a crash in between loses their
+    /// webhook (the notifications themselves stay stored and listed).
+    pub async fn with_delivery(&self, stored: Vec<Notification>) -> AppResult<Vec<Created>> {
+        let mut by_type: HashMap<&str, Vec<String>> = HashMap::new();
+        for n in &stored {
+            by_type
+                .entry(n.notification_type.as_str())
+                .or_default()
+                .push(n.user_id.clone());
+        }
+        let mut channels: HashMap<String, HashMap<String, Channels>> = HashMap::new();
+        for (notification_type, users) in by_type {
+            let of_type = channels_of(&self.db, &users, notification_type).await?;
+            channels.insert(notification_type.to_owned(), of_type);
+        }
+        if self.outbound.webhook.is_some() {
+            let turn = self.writes.turn().await?;
+            write_deliveries(
+                &*turn,
+                &stored,
+                |n| channels.get(&n.notification_type),
+                Utc::now(),
+            )
+            .await?;
+        }
+        let created: Vec<Created> = stored
+            .into_iter()
+            .map(|notification| {
+                let channels = channels
+                    .get(&notification.notification_type)
+                    .and_then(|of_type| of_type.get(&notification.user_id))
+                    .copied()
+                    .unwrap_or_default();
+                Created {
+                    deliver: channels.in_app,
+                    channels,
+                    notification,
+                }
+            })
+            .collect();
+        self.outbound.created(&created);
         Ok(created)
     }
 
@@ -341,34 +419,35 @@ pub(crate) async fn insert_in(
     Ok(rows.into_iter().map(Notification::from).collect())
 }
 
-/// Pairs stored notifications with whether each goes out live (in-app delivery on for its
-/// type in the recipient's preferences): one preference query per type and
-/// [`MAX_BIND_IDS`] recipients.
-pub async fn with_delivery(
-    prefs: &PreferenceService,
-    stored: Vec<Notification>,
-) -> AppResult<Vec<Created>> {
-    let mut by_type: HashMap<&str, Vec<String>> = HashMap::new();
-    for n in &stored {
-        by_type
-            .entry(n.notification_type.as_str())
-            .or_default()
-            .push(n.user_id.clone());
-    }
-    let mut off: HashMap<String, HashSet<String>> = HashMap::new();
-    for (notification_type, users) in by_type {
-        let users_off = prefs.in_app_off(&users, notification_type).await?;
-        off.insert(notification_type.to_owned(), users_off);
-    }
-    Ok(stored
-        .into_iter()
-        .map(|notification| Created {
-            deliver: !off
-                .get(&notification.notification_type)
-                .is_some_and(|o| o.contains(&notification.user_id)),
-            notification,
+/// Writes the webhook deliveries of the `notifications` whose recipient has `email: true`
+/// (`channels` gives the recipients' channels for a notification's type; a recipient absent
+/// from them has the defaults), with the recipients' stored names.
+async fn write_deliveries<'a>(
+    db: &impl ConnectionTrait,
+    notifications: &[Notification],
+    channels: impl Fn(&Notification) -> Option<&'a HashMap<String, Channels>>,
+    now: DateTime<Utc>,
+) -> Result<(), sea_orm::DbErr> {
+    let emailed: Vec<&Notification> = notifications
+        .iter()
+        .filter(|n| {
+            channels(n)
+                .and_then(|of_type| of_type.get(&n.user_id))
+                .copied()
+                .unwrap_or_default()
+                .email
         })
-        .collect())
+        .collect();
+    if emailed.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = emailed.iter().map(|n| n.user_id.clone()).collect();
+    let names = webhook::user_names(db, &ids).await?;
+    let rows: Vec<_> = emailed
+        .iter()
+        .map(|n| webhook::delivery_of(n, names.get(&n.user_id).map(String::as_str), now))
+        .collect();
+    webhook::insert(db, &rows).await
 }
 
 /// Inserts `rows` (one per recipient, recipients sorted), skipping recipients who got a

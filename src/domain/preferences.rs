@@ -4,14 +4,15 @@
 //! notifications), and a change made through one node must hold on every node at once, which a
 //! per-node cache cannot promise.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::Utc;
 use entity::notification_preference as prefs;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QuerySelect, Set,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -258,6 +259,36 @@ impl PreferenceService {
             .await?;
         Ok(Arc::new(next))
     }
+}
+
+/// The channels of `notification_type` for each of `users` who saved preferences (the others
+/// have [`Channels::default`]), one query per [`MAX_BIND_IDS`] users, on `db`: the notification
+/// service reads them inside the transaction that stores the notifications, so the webhook
+/// outbox rows it writes there follow the same preferences as live delivery.
+pub async fn channels_of(
+    db: &impl ConnectionTrait,
+    users: &[String],
+    notification_type: &str,
+) -> Result<HashMap<String, Channels>, sea_orm::DbErr> {
+    let mut channels = HashMap::new();
+    for chunk in users.chunks(MAX_BIND_IDS) {
+        let rows: Vec<(String, String)> = prefs::Entity::find()
+            .select_only()
+            .column(prefs::Column::UserId)
+            .column(prefs::Column::Channels)
+            .filter(prefs::Column::UserId.is_in(chunk.iter().map(String::as_str)))
+            .into_tuple()
+            .all(db)
+            .await?;
+        for (user_id, saved) in rows {
+            let prefs = Preferences {
+                channels: serde_json::from_str(&saved).unwrap_or_default(),
+                ..Preferences::default()
+            };
+            channels.insert(user_id, prefs.channels_for(notification_type));
+        }
+    }
+    Ok(channels)
 }
 
 /// Which of `users` turned `shareReadReceipts` off, in one query; the chat service uses it to

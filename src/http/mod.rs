@@ -13,6 +13,7 @@ pub mod json;
 mod notifications;
 mod presence;
 mod realtime;
+mod push;
 mod room_state;
 
 pub use notifications::MarkReadBody;
@@ -43,6 +44,7 @@ pub fn router<A: Adapter>(state: AppState<A>) -> Router {
         .merge(feed::router())
         .merge(notifications::router())
         .merge(presence::router())
+        .merge(push::router())
         .merge(room_state::router())
         // Every user GET is conditional (rooms, history, notifications, preferences, presence,
         // receipts, feed): see `etag`.

@@ -7,7 +7,7 @@ use socketioxide::adapter::Adapter;
 use super::emit::Emitter;
 use crate::auth::AuthUser;
 use crate::domain::chat::{Room, RoomChange, RoomType, group_invite};
-use crate::domain::notifications::{Notification, with_delivery};
+use crate::domain::notifications::Notification;
 use crate::state::Core;
 
 /// Users joined `room` (by creation, invitation or joining a public room): their sockets join
@@ -48,7 +48,7 @@ pub async fn deliver_invites<A: Adapter>(
     if invites.is_empty() {
         return;
     }
-    match with_delivery(&core.preferences, invites).await {
+    match core.notifications.with_delivery(invites).await {
         Ok(created) => emitter.notifications(&created).await,
         Err(e) => tracing::warn!(error = ?e, "stored invites not delivered live"),
     }

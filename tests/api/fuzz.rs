@@ -38,6 +38,8 @@ const TABLES: &[&str] = &[
     "notifications",
     "notification_preferences",
     "feed_activities",
+    "push_subscriptions",
+    "webhook_deliveries",
 ];
 
 /// Who a route is for.
@@ -110,6 +112,18 @@ const ROUTES: &[(&str, &str, Caller)] = &[
         "/api/v1/realtime/chat/rooms/{room}/messages/search",
         Caller::User,
     ),
+    (
+        "GET",
+        "/api/v1/realtime/push/vapid-public-key",
+        Caller::User,
+    ),
+    ("GET", "/api/v1/realtime/push/subscriptions", Caller::User),
+    ("POST", "/api/v1/realtime/push/subscriptions", Caller::User),
+    (
+        "DELETE",
+        "/api/v1/realtime/push/subscriptions/{message}",
+        Caller::User,
+    ),
     ("PUT", "/api/v1/internal/users/{user}", Caller::Service),
     ("PUT", "/api/v1/internal/follows", Caller::Service),
     ("DELETE", "/api/v1/internal/follows", Caller::Service),
@@ -164,6 +178,11 @@ const FIELDS: &[&str] = &[
     "inApp",
     "push",
     "email",
+    "endpoint",
+    "keys",
+    "p256dh",
+    "auth",
+    "expirationTime",
 ];
 
 /// Query parameter names of the list routes.
@@ -280,6 +299,13 @@ fn template(route: usize) -> Value {
         ("POST", "activities") => json!({
             "activityType": "post", "actorId": "alice", "targetId": "p1", "targetType": "post",
             "content": "c", "metadata": { "m": 1 }, "audience": "public"
+        }),
+        ("POST", "subscriptions") => json!({
+            "endpoint": "https://push.example.com/send/fuzz", "expirationTime": null,
+            "keys": {
+                "p256dh": "BGUtS9N0KhF9v5RiSVsuQKfBdCLgAztiZ9WsQ_iBUD11mumsBtlBQw23yTwfZEBqgQD3nuF7AJ9cqJv63_g6_Yo",
+                "auth": "AAECAwQFBgcICQoLDA0ODw"
+            }
         }),
         ("POST", "broadcast") => json!({
             "event": "app:x", "data": { "d": 1 }, "rooms": ["feed:public"], "userIds": ["bob"],

@@ -2,6 +2,7 @@
 //! PostgreSQL, and builds configurations without reading the environment.
 
 mod postgres;
+pub mod receiver;
 mod redis;
 pub mod socket;
 
