@@ -86,6 +86,10 @@ const server = http.createServer(async (req, res) => {
   return reply(res, 404, {});
 });
 server.on('connection', (s) => s.setNoDelay(true));
+// Longer than any pause of the bench between REST calls: fetch() reuses idle connections, and
+// Node's default 5 s would close one under it ("fetch failed").
+server.keepAliveTimeout = 120_000;
+server.headersTimeout = 125_000;
 
 io = new Server(server, { serveClient: false });
 const ns = io.of('/realtime');

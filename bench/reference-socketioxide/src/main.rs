@@ -9,7 +9,9 @@
 //! `auth.token` (`sub` is the user), `session:ready` `{ userId, rooms }` after joining the
 //! user's rooms, and `chat:message` `{ roomId, message, clientMessageId }` → ack
 //! `{ ok: true, message }` and `chat:new_message` `{ roomId, message }` to the room except the
-//! sending socket. Settings: `PORT` (0 = any), `HOST` (127.0.0.1), `JWT_SECRET`.
+//! sending socket. Settings: `PORT` (0 = any), `HOST` (127.0.0.1), `JWT_SECRET`, and the same
+//! buffer settings as the server when set (`WS_READ_BUFFER_SIZE`, `SOCKET_BUFFER_SIZE`; unset =
+//! socketioxide's defaults), so a comparison can be made tuned or untuned.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -73,7 +75,14 @@ async fn main() -> std::io::Result<()> {
     let secret = std::env::var("JWT_SECRET").unwrap_or_else(|_| "bench-secret".into());
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".into());
     let port = std::env::var("PORT").unwrap_or_else(|_| "0".into());
-    let (layer, io) = SocketIo::builder().build_layer();
+    let mut builder = SocketIo::builder();
+    if let Some(n) = env_usize("WS_READ_BUFFER_SIZE") {
+        builder = builder.ws_read_buffer_size(n);
+    }
+    if let Some(n) = env_usize("SOCKET_BUFFER_SIZE") {
+        builder = builder.max_buffer_size(n);
+    }
+    let (layer, io) = builder.build_layer();
     let app = App {
         rooms: Arc::default(),
         key: Arc::new(DecodingKey::from_secret(secret.as_bytes())),
@@ -105,6 +114,10 @@ async fn main() -> std::io::Result<()> {
         let _ = tcp.set_nodelay(true);
     });
     axum::serve(listener, router).await
+}
+
+fn env_usize(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
 fn connect(app: App, socket: SocketRef, auth: Value) {
