@@ -18,7 +18,9 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { io } from 'socket.io-client';
 import { loadavg, machineCpuMs, memory, processCpu } from './lib/proc.mjs';
-import { api, externalServer, spawnServer } from './lib/server.mjs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import { api, externalServer, SERVER_KINDS, spawnServer } from './lib/server.mjs';
 import { createGroupRoom } from './lib/setup.mjs';
 import { fmtInt, fmtMb, fmtMs, fmtPct, summary } from './lib/stats.mjs';
 
@@ -40,11 +42,22 @@ const USAGE = `usage: node run.mjs [options]
   --warmup W         unmeasured messages sent (and checked) first (default 10)
   --target-deliveries D   PASS needs >= D deliveries/s (default 20000)
   --target-p99 L          PASS needs delivery latency p99 <= L ms (default 50)
+ persist:
+  --rooms R          small rooms (default 200), sizes cycling from --min-members (2) to
+                     --max-members (5), one lite socket per member
+  --senders-per-room S   members of each room sending, closed loop (default 1)
+  --duration-sec T   how long the senders send (default 10)
+  --target-messages N     PASS needs >= N persisted (acked) messages/s (default 10000)
+  --target-ack-p99 L      PASS needs ack p99 <= L ms (default 50)
  connect:
   --connections K    sockets to connect (default 2000)
   --per-user P       sockets per user (default 2)
   --no-room          do not put the users in a group room (default: one room with all of them)
  common:
+  --server KIND      switchboard (default), socketioxide (bench/reference-socketioxide: bare
+                     socketioxide, in memory) or node (bench/reference-node: socket.io 4.8, in memory)
+  --compare          run the scenario against all three, one after the other, and print the
+                     ratios of Switchboard to each reference (same options for all)
   --client sio|lite  receiver client: socket.io-client (default) or a minimal Engine.IO/Socket.IO
                      client on a bare WebSocket that costs the load generator less CPU
   --workers W        receiver/connector processes (default 2)
@@ -62,6 +75,8 @@ function options() {
   const { values } = parseArgs({
     options: {
       scenario: { type: 'string', default: 'fanout' },
+      server: { type: 'string', default: 'switchboard' },
+      compare: { type: 'boolean', default: false },
       client: { type: 'string', default: 'sio' },
       'quiet-wait': { type: 'string', default: '0' },
       sockets: { type: 'string', default: '1000' },
@@ -78,6 +93,13 @@ function options() {
       'target-deliveries': { type: 'string', default: '20000' },
       'target-p99': { type: 'string', default: '50' },
       'no-room': { type: 'boolean', default: false },
+      rooms: { type: 'string', default: '200' },
+      'min-members': { type: 'string', default: '2' },
+      'max-members': { type: 'string', default: '5' },
+      'senders-per-room': { type: 'string', default: '1' },
+      'duration-sec': { type: 'string', default: '10' },
+      'target-messages': { type: 'string', default: '10000' },
+      'target-ack-p99': { type: 'string', default: '50' },
       'server-env': { type: 'string', multiple: true, default: [] },
       json: { type: 'string' },
       help: { type: 'boolean', default: false },
@@ -98,8 +120,9 @@ function options() {
     if (!Number.isFinite(v) || v < 0) throw new Error(`--${name} must be a number >= 0`);
     return v;
   };
-  if (!['fanout', 'connect'].includes(values.scenario)) throw new Error('--scenario is fanout or connect');
+  if (!['fanout', 'connect', 'persist'].includes(values.scenario)) throw new Error('--scenario is fanout, connect or persist');
   if (!['sio', 'lite'].includes(values.client)) throw new Error('--client is sio or lite');
+  if (!SERVER_KINDS.includes(values.server)) throw new Error(`--server is one of ${SERVER_KINDS.join(', ')}`);
   const serverEnv = {};
   for (const kv of values['server-env']) {
     const i = kv.indexOf('=');
@@ -108,6 +131,8 @@ function options() {
   }
   return {
     scenario: values.scenario,
+    server: values.server,
+    compare: values.compare,
     client: values.client,
     quietWaitSec: num('quiet-wait'),
     sockets: int('sockets', 1),
@@ -124,6 +149,13 @@ function options() {
     targetDeliveries: num('target-deliveries'),
     targetP99: num('target-p99'),
     room: !values['no-room'],
+    rooms: int('rooms', 1),
+    minMembers: int('min-members', 2),
+    maxMembers: int('max-members', 2),
+    sendersPerRoom: int('senders-per-room', 1),
+    durationSec: num('duration-sec'),
+    targetMessages: num('target-messages'),
+    targetAckP99: num('target-ack-p99'),
     serverEnv,
     json: values.json,
   };
@@ -133,11 +165,11 @@ function options() {
 // workers
 
 class Worker {
-  constructor(index) {
+  constructor(index, script = 'worker.mjs') {
     this.index = index;
     this.progress = { m: 0, w: 0 };
     this.waiters = new Map();
-    this.child = fork(path.join(HERE, 'lib', 'worker.mjs'), [], { serialization: 'advanced', stdio: 'inherit' });
+    this.child = fork(path.join(HERE, 'lib', script), [], { serialization: 'advanced', stdio: 'inherit' });
     this.child.on('message', (msg) => {
       if (msg.type === 'progress') this.progress = msg;
       const w = this.waiters.get(msg.type);
@@ -172,8 +204,8 @@ class Worker {
   }
 }
 
-async function startWorkers(n) {
-  const workers = Array.from({ length: n }, (_, i) => new Worker(i));
+async function startWorkers(n, script) {
+  const workers = Array.from({ length: n }, (_, i) => new Worker(i, script));
   await Promise.all(workers.map((w) => new Promise((resolve) => (w.waiters.set('hello', resolve)))));
   return workers;
 }
@@ -661,6 +693,125 @@ async function connectScenario(opts, server, workers, runId, cores) {
   };
 }
 
+/**
+ * Persisted messages/s into many small rooms: `--rooms` rooms of 2–5 members (one socket each,
+ * spread over the workers), `--senders-per-room` of each room sending in a closed loop for
+ * `--duration-sec`. Every message is persisted before its ack, so this measures the write path;
+ * the fan-out per message is small (1–4 deliveries).
+ */
+async function persist(opts, server, workers, runId, cores) {
+  const rooms = [];
+  const members = [];
+  let t = now();
+  const span = opts.maxMembers - opts.minMembers + 1;
+  for (let r = 0; r < opts.rooms; r += 1) {
+    const size = Math.max(2, opts.minMembers + (r % Math.max(1, span)));
+    const users = Array.from({ length: size }, (_, i) => `bench-${runId}-p${r}-${i}`);
+    const res = await api(server.url, 'POST', `${REST}/chat/rooms`, {
+      token: server.token(users[0]),
+      body: { participants: users.slice(1), type: 'group', name: `persist ${r}` },
+    });
+    if (res.status !== 201 && res.status !== 200) throw new Error(`creating room ${r}: HTTP ${res.status} ${JSON.stringify(res.body)}`);
+    rooms.push({ id: res.body.id, size });
+    users.forEach((u, i) => members.push({ token: server.token(u), roomId: res.body.id, sender: i < opts.sendersPerRoom }));
+  }
+  const senders = members.filter((m) => m.sender).length;
+  console.log(`setup: ${rooms.length} rooms, ${members.length} members, ${senders} senders in ${fmtMs(now() - t)}`);
+  t = now();
+  // Interleaved so every worker has whole-room shares of senders and receivers alike.
+  const parts = Array.from({ length: workers.length }, () => []);
+  members.forEach((m, i) => parts[i % workers.length].push(m));
+  const ready = await Promise.all(
+    workers.map((w, i) =>
+      w.request({ type: 'setup', url: server.url, members: parts[i], concurrency: Math.max(1, Math.round(opts.concurrency / workers.length)) }, 'ready'),
+    ),
+  );
+  const connected = ready.reduce((a, r) => a + (r.ok ?? 0), 0);
+  console.log(`connect: ${connected}/${members.length} sockets ready in ${fmtMs(now() - t)}`);
+  if (connected !== members.length) throw new Error(`only ${connected}/${members.length} connected: ${JSON.stringify(ready.map((r) => r.errors))}`);
+  await waitQuiet(opts.quietWaitSec);
+  const window = cpuWindow(server);
+  const t0 = now();
+  const sent = await Promise.all(
+    workers.map((w, i) => w.request({ type: 'go', durationMs: opts.durationSec * 1000, runId, worker: i }, 'sent')),
+  );
+  const lastAck = Math.max(...sent.map((s) => s.lastAck));
+  const sizeOf = new Map(rooms.map((r) => [r.id, r.size]));
+  let acked = 0;
+  let expected = 0;
+  const errors = {};
+  const ackMs = [];
+  for (const s of sent) {
+    acked += s.acked;
+    for (const [room, n] of Object.entries(s.ackedPerRoom)) expected += n * (sizeOf.get(room) - 1);
+    for (const [k, v] of Object.entries(s.errors)) errors[k] = (errors[k] || 0) + v;
+    for (const v of s.ackMs) ackMs.push(v);
+  }
+  // Deliveries trail the acks a little: wait for them (or `--drain-ms` without progress).
+  let last = -1;
+  let lastChange = now();
+  for (;;) {
+    const got = workers.reduce((a, w) => a + (w.progress.d ?? 0), 0);
+    if (got >= expected) break;
+    if (got !== last) {
+      last = got;
+      lastChange = now();
+    } else if (now() - lastChange > opts.drainMs) break;
+    await sleep(20);
+  }
+  const reports = await Promise.all(workers.map((w) => w.request({ type: 'report' }, 'report')));
+  const cpu = window.end(reports);
+  const deliveries = reports.reduce((a, r) => a + r.deliveries, 0);
+  const open = reports.reduce((a, r) => a + r.open, 0);
+  const lat = [];
+  for (const r of reports) for (const v of r.deliveryMs) lat.push(v);
+  const a = summary(ackMs);
+  const l = summary(lat);
+  const messagesPerSec = (acked * 1000) / (lastAck - t0);
+  const ackErrors = Object.values(errors).reduce((x, y) => x + y, 0);
+  const checks = [
+    [ackErrors === 0, `every chat:message acked ok (${ackErrors} errors: ${JSON.stringify(errors)})`],
+    [deliveries === expected, `every persisted message reached the rest of its room (${fmtInt(deliveries)}/${fmtInt(expected)})`],
+    [open === members.length, `no socket disconnected (${members.length - open} gone)`],
+    [!server.exited, 'server stayed up'],
+    [messagesPerSec >= opts.targetMessages, `>= ${fmtInt(opts.targetMessages)} persisted messages/s (${fmtInt(messagesPerSec)})`],
+    [a.p99 <= opts.targetAckP99, `ack p99 <= ${opts.targetAckP99} ms (${fmtMs(a.p99)})`],
+  ];
+  const pass = checks.every(([ok]) => ok);
+  const lines = [
+    '',
+    `== persist: ${rooms.length} rooms of ${opts.minMembers}-${opts.maxMembers} members, ${senders} closed-loop senders, ${opts.durationSec} s ==`,
+    `persisted       ${fmtInt(acked)} messages acked in ${fmtMs(lastAck - t0)}: ${fmtInt(messagesPerSec)} messages/s`,
+    `ack latency     p50 ${fmtMs(a.p50)}  p90 ${fmtMs(a.p90)}  p99 ${fmtMs(a.p99)}  max ${fmtMs(a.max)}`,
+    `deliveries      ${fmtInt(deliveries)} / ${fmtInt(expected)}; latency p50 ${fmtMs(l.p50)}  p99 ${fmtMs(l.p99)}  max ${fmtMs(l.max)}`,
+    `server RSS      ${fmtMb(cpu.serverRssKb)} at end, peak ${fmtMb(cpu.serverPeakRssKb)}`,
+    ...cpuLines(cpu, cores),
+    `  server CPU per message ${(1000 * cpu.serverCpuMs / Math.max(1, acked)).toFixed(1)} us`,
+    `bottleneck      ${bottleneck(cpu, cores)}`,
+  ];
+  for (const [ok, text] of checks) lines.push(`  [${ok ? 'ok' : 'FAIL'}] ${text}`);
+  lines.push(`${pass ? 'PASS' : 'FAIL'} persist: ${fmtInt(messagesPerSec)} messages/s, ack p99 ${fmtMs(a.p99)}`);
+  console.log(lines.join('\n'));
+  return {
+    pass,
+    result: {
+      scenario: 'persist',
+      rooms: rooms.length,
+      members: members.length,
+      senders,
+      acked,
+      messagesPerSec,
+      ackMs: a,
+      latencyMs: l,
+      deliveries,
+      expected,
+      errors,
+      cpu,
+      checks: checks.map(([ok, text]) => ({ ok, text })),
+    },
+  };
+}
+
 // ---------------------------------------------------------------------------------------------
 
 /** Load scenarios with their own options, each in `scenarios/<name>.mjs` (see README.md). */
@@ -681,9 +832,10 @@ async function main() {
     console.error(`${err.message}\n\n${USAGE}`);
     process.exit(2);
   }
+  if (opts.compare) return compare(argv, opts);
   const cores = (await import('node:os')).availableParallelism();
   const runId = Date.now().toString(36);
-  const nSockets = opts.scenario === 'fanout' ? opts.sockets : opts.connections;
+  const nSockets = opts.scenario === 'fanout' ? opts.sockets : opts.scenario === 'persist' ? opts.rooms * 2 : opts.connections;
   const limit = Number(opts.serverEnv.MAX_CONNECTIONS_PER_USER ?? 10);
   if (opts.perUser > limit) console.log(`warning: --per-user ${opts.perUser} exceeds MAX_CONNECTIONS_PER_USER (${limit})`);
   opts.workers = Math.min(opts.workers, nSockets);
@@ -705,13 +857,13 @@ async function main() {
   });
 
   try {
-    server = process.env.SWITCHBOARD_URL ? await externalServer() : await spawnServer(opts.serverEnv);
+    server = process.env.SWITCHBOARD_URL ? await externalServer() : await spawnServer(opts.serverEnv, opts.server);
     console.log(
-      `server: ${server.url}${server.external ? ' (external)' : ` pid ${server.pid}`}; node ${process.version}; ` +
+      `server: ${opts.server} ${server.url}${server.external ? ' (external)' : ` pid ${server.pid}`}; node ${process.version}; ` +
         `${cores} cores; loadavg before ${loadavg()}; workers ${opts.workers}`,
     );
-    workers = await startWorkers(opts.workers);
-    const run = opts.scenario === 'fanout' ? fanout : connectScenario;
+    workers = await startWorkers(opts.workers, opts.scenario === 'persist' ? 'persist-worker.mjs' : 'worker.mjs');
+    const run = { fanout, connect: connectScenario, persist }[opts.scenario];
     const { pass, result } = await run(opts, server, workers, runId, cores);
     const logIssues = serverLogIssues(server.stderr);
     if (logIssues.length) {
@@ -731,6 +883,101 @@ async function main() {
     await server?.stop();
   }
   process.exit(exitCode);
+}
+
+// ---------------------------------------------------------------------------------------------
+// --compare: the same scenario against Switchboard and both references, then the ratios
+
+/** What each scenario's comparison shows: [label, path into the JSON result, unit, higher is better]. */
+const COMPARE_METRICS = {
+  fanout: [
+    ['deliveries/s', (r) => r.deliveriesPerSec, '', true],
+    ['delivery p50 ms', (r) => r.latencyMs.p50, '', false],
+    ['delivery p99 ms', (r) => r.latencyMs.p99, '', false],
+    ['ack p99 ms', (r) => r.ackMs.p99, '', false],
+    ['server CPU % of a core', (r) => r.cpu.serverPct, '', false],
+    ['server CPU us/delivery', (r) => (1000 * r.cpu.serverCpuMs) / Math.max(1, r.received), '', false],
+    ['server peak RSS MB', (r) => r.cpu.serverPeakRssKb / 1024, '', false],
+  ],
+  connect: [
+    ['sockets/s', (r) => (r.ok * 1000) / r.elapsedMs, '', true],
+    ['ready p99 ms', (r) => r.times.p99, '', false],
+    ['KiB per connection', (r) => r.perConnKb, '', false],
+    ['server CPU ms/connection', (r) => r.cpu.serverCpuMs / Math.max(1, r.ok), '', false],
+  ],
+  persist: [
+    ['persisted msg/s', (r) => r.messagesPerSec, '', true],
+    ['ack p50 ms', (r) => r.ackMs.p50, '', false],
+    ['ack p99 ms', (r) => r.ackMs.p99, '', false],
+    ['delivery p99 ms', (r) => r.latencyMs.p99, '', false],
+    ['server CPU % of a core', (r) => r.cpu.serverPct, '', false],
+    ['server CPU us/message', (r) => (1000 * r.cpu.serverCpuMs) / Math.max(1, r.acked), '', false],
+  ],
+};
+
+function stripArgs(argv, drop) {
+  const out = [];
+  for (let i = 0; i < argv.length; i += 1) {
+    const a = argv[i];
+    const name = a.split('=')[0];
+    if (drop.includes(name)) {
+      if (!a.includes('=') && name !== '--compare') i += 1;
+      continue;
+    }
+    out.push(a);
+  }
+  return out;
+}
+
+async function compare(argv, opts) {
+  const rest = stripArgs(argv, ['--compare', '--server', '--json']);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'bench-compare-'));
+  const runs = {};
+  let failed = false;
+  for (const kind of SERVER_KINDS) {
+    const file = path.join(dir, `${kind}.json`);
+    console.log(`\n######## --server ${kind} ########`);
+    const code = await new Promise((resolve) => {
+      const child = fork(path.join(HERE, 'run.mjs'), [...rest, '--server', kind, '--json', file], { stdio: 'inherit' });
+      child.on('exit', (c) => resolve(c));
+    });
+    try {
+      runs[kind] = JSON.parse(readFileSync(file, 'utf8'));
+    } catch {
+      console.log(`(no result from ${kind}: exit code ${code})`);
+      failed = true;
+    }
+  }
+  rmSync(dir, { recursive: true, force: true });
+  const metrics = COMPARE_METRICS[opts.scenario] ?? [];
+  const val = (kind, get) => {
+    try {
+      return runs[kind] ? get(runs[kind].result) : NaN;
+    } catch {
+      return NaN;
+    }
+  };
+  const fmt = (v) => (Number.isFinite(v) ? (Math.abs(v) >= 100 ? fmtInt(v) : v.toFixed(2)) : 'n/a');
+  const ratio = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? `${(a / b).toFixed(2)}x` : 'n/a');
+  const lines = [
+    '',
+    `== compare: ${opts.scenario}, ${new Date().toISOString()}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), node ${process.version} ==`,
+    '| metric | switchboard | socketioxide | node | switchboard / socketioxide | switchboard / node |',
+    '|---|---|---|---|---|---|',
+  ];
+  for (const [label, get] of metrics) {
+    const [sb, sx, nd] = SERVER_KINDS.map((k) => val(k, get));
+    lines.push(`| ${label} | ${fmt(sb)} | ${fmt(sx)} | ${fmt(nd)} | ${ratio(sb, sx)} | ${ratio(sb, nd)} |`);
+  }
+  const other = SERVER_KINDS.map((k) => fmt(val(k, (r) => r.cpu.otherPct))).join(' / ');
+  lines.push(`other processes' CPU during each window (% of one core, switchboard / socketioxide / node): ${other}`);
+  for (const kind of SERVER_KINDS) {
+    const checks = runs[kind]?.result?.checks;
+    if (checks) lines.push(`${kind}: ${checks.filter((c) => !c.ok).map((c) => `FAIL ${c.text}`).join('; ') || 'all checks ok'}`);
+  }
+  console.log(lines.join('\n'));
+  if (opts.json) writeFileSync(opts.json, JSON.stringify({ opts, runs, date: new Date().toISOString() }, null, 2));
+  process.exit(failed ? 2 : 0);
 }
 
 /** WARN/ERROR lines of the server log, grouped (timestamps and ids stripped), most frequent first. */

@@ -15,19 +15,39 @@
 //! locks ordering the ones that touch the same rows.
 //!
 //! Services keep a plain [`DatabaseConnection`] for reads; writes go through [`WritePath::turn`]
-//! (single autocommit statements), [`WritePath::begin`] or [`WritePath::transaction`]. This is
-//! also where group commit can go later: a queue of message inserts drained into one
-//! transaction by whoever holds the turn, without changing the callers of the other methods.
+//! (single autocommit statements), [`WritePath::begin`] or [`WritePath::transaction`].
+//!
+//! Chat messages, the one write that comes in thousands per second, are group-committed
+//! ([`WritePath::insert_message`]): each insert joins a queue, and whoever gets the turn next
+//! drains the whole queue (up to [`MAX_BATCH`]) into one transaction of a few statements
+//! ([`crate::domain::chat::insert_batch`]), while the messages that arrive meanwhile
+//! queue for the next one. A commit costs about the same for one message as for a hundred, so
+//! under load the cost per message falls instead of the queue growing. Each caller still gets
+//! its answer only after the transaction holding its message committed. A caller that gave up
+//! (its future dropped) before its batch started is skipped, so nothing it did not wait for is
+//! stored. If a batch fails, its messages are retried one transaction each, so one bad message
+//! (a deleted room, a concurrent duplicate on another node) fails alone.
+//!
+//! On PostgreSQL a separate one-permit gate serialises this node's message batches (other
+//! writes stay concurrent); batches of different nodes order themselves on the rooms' row locks,
+//! taken in room id order so two batches never deadlock.
 
 use std::future::Future;
 use std::ops::Deref;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use entity::message;
 use sea_orm::{
     DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, TransactionError, TransactionTrait,
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+use crate::domain::chat::{Inserted, insert_batch};
+
+/// Most messages one group commit takes; the rest wait for the next. Bounds the statements'
+/// sizes (12 bound values per message: well under SQLite's and PostgreSQL's limits).
+pub const MAX_BATCH: usize = 256;
 
 /// The shared write path; clone it into every service (clones share the gate).
 #[derive(Clone, Debug)]
@@ -36,6 +56,24 @@ pub struct WritePath {
     /// One permit, on SQLite only. Tokio's semaphore is fair: waiters get it in arrival order,
     /// so a burst of writes drains in order and none waits behind later ones.
     gate: Option<Arc<Semaphore>>,
+    /// Message inserts waiting for a group commit.
+    messages: Arc<MessageQueue>,
+}
+
+/// The group-commit queue of message inserts.
+#[derive(Debug)]
+struct MessageQueue {
+    /// Waiting inserts, oldest first. Only ever locked for a push or a drain.
+    jobs: Mutex<Vec<Job>>,
+    /// On PostgreSQL, one batch of this node at a time (SQLite batches take the shared gate).
+    batch_gate: Option<Arc<Semaphore>>,
+}
+
+/// One queued insert and where its answer goes.
+#[derive(Debug)]
+struct Job {
+    row: message::Model,
+    reply: oneshot::Sender<Result<Inserted, DbErr>>,
 }
 
 /// The right to write, held until dropped: single statements run on it in autocommit.
@@ -54,9 +92,103 @@ pub struct WriteTx {
 impl WritePath {
     /// Gated on SQLite, free on PostgreSQL.
     pub fn new(db: DatabaseConnection) -> Self {
-        let gate =
-            (db.get_database_backend() == DbBackend::Sqlite).then(|| Arc::new(Semaphore::new(1)));
-        Self { db, gate }
+        let sqlite = db.get_database_backend() == DbBackend::Sqlite;
+        let gate = sqlite.then(|| Arc::new(Semaphore::new(1)));
+        let messages = Arc::new(MessageQueue {
+            jobs: Mutex::new(Vec::new()),
+            batch_gate: (!sqlite).then(|| Arc::new(Semaphore::new(1))),
+        });
+        Self { db, gate, messages }
+    }
+
+    /// Stores a new message with its room's next seq, group-committed with whatever other
+    /// messages are queued: see the module documentation. `row.seq` is ignored (assigned
+    /// here). Answers after the commit: the stored row, or the existing message with the same
+    /// `(room, sender, client_message_id)` when this is a retry.
+    pub async fn insert_message(&self, row: message::Model) -> Result<Inserted, DbErr> {
+        let (reply, mut answer) = oneshot::channel();
+        self.lock_jobs().push(Job { row, reply });
+        // Either an earlier holder of the turn takes our insert along, or we get the turn and
+        // take it (and everyone queued behind it) ourselves.
+        let permit = tokio::select! {
+            biased;
+            done = &mut answer => return done.unwrap_or_else(|_| Err(abandoned())),
+            permit = self.batch_permit() => permit?,
+        };
+        let jobs = {
+            let mut queue = self.lock_jobs();
+            let take = queue.len().min(MAX_BATCH);
+            queue.drain(..take).collect::<Vec<_>>()
+        };
+        if !jobs.is_empty() {
+            self.run_batch(jobs).await;
+        }
+        drop(permit);
+        answer.await.unwrap_or_else(|_| Err(abandoned()))
+    }
+
+    /// Message inserts queued for the next group commit (tests and diagnostics).
+    pub fn queued_messages(&self) -> usize {
+        self.lock_jobs().len()
+    }
+
+    fn lock_jobs(&self) -> std::sync::MutexGuard<'_, Vec<Job>> {
+        // A panic while holding this lock cannot leave the Vec half-updated.
+        self.messages.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn batch_permit(&self) -> Result<Option<OwnedSemaphorePermit>, DbErr> {
+        match &self.messages.batch_gate {
+            None => self.permit().await,
+            Some(gate) => gate
+                .clone()
+                .acquire_owned()
+                .await
+                .map(Some)
+                .map_err(|_| DbErr::Custom("the write path is closed".into())),
+        }
+    }
+
+    /// One transaction for `jobs`; if it fails, one transaction per job.
+    async fn run_batch(&self, jobs: Vec<Job>) {
+        // Callers that gave up before their batch started are not stored.
+        let jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.reply.is_closed()).collect();
+        if jobs.is_empty() {
+            return;
+        }
+        let rows: Vec<message::Model> = jobs.iter().map(|j| j.row.clone()).collect();
+        match self.commit_rows(rows).await {
+            Ok(results) => {
+                for (job, result) in jobs.into_iter().zip(results) {
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(e) if jobs.len() == 1 => {
+                if let Some(job) = jobs.into_iter().next() {
+                    let _ = job.reply.send(Err(e));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, size = jobs.len(), "message batch failed; one by one");
+                for job in jobs {
+                    let result = match self.commit_rows(vec![job.row.clone()]).await {
+                        Ok(mut results) => results.pop().unwrap_or_else(|| Err(abandoned())),
+                        Err(e) => Err(e),
+                    };
+                    let _ = job.reply.send(result);
+                }
+            }
+        }
+    }
+
+    async fn commit_rows(
+        &self,
+        rows: Vec<message::Model>,
+    ) -> Result<Vec<Result<Inserted, DbErr>>, DbErr> {
+        let tx = self.db.begin().await?;
+        let results = insert_batch(&tx, rows).await?;
+        tx.commit().await?;
+        Ok(results)
     }
 
     /// Waits for the turn to write (at once on PostgreSQL).
@@ -103,6 +235,10 @@ impl WritePath {
                 .map_err(|_| DbErr::Custom("the write path is closed".into())),
         }
     }
+}
+
+fn abandoned() -> DbErr {
+    DbErr::Custom("the message batch ended without an answer".into())
 }
 
 impl Deref for Turn {

@@ -17,6 +17,19 @@ const STOP_GRACE_MS = 5_000;
 const STDERR_KEEP = 256 * 1024;
 const BENCH_SECRET = 'bench-secret-not-for-production';
 
+/** The servers the bench can start: Switchboard itself and the two references it is compared with. */
+export const SERVER_KINDS = ['switchboard', 'socketioxide', 'node'];
+
+/**
+ * REFERENCE_SOCKETIOXIDE_BIN, else $CARGO_TARGET_DIR/release, else next to the switchboard
+ * binary (`cargo build --release -p reference-socketioxide`).
+ */
+export function referenceBinaryPath() {
+  if (process.env.REFERENCE_SOCKETIOXIDE_BIN) return process.env.REFERENCE_SOCKETIOXIDE_BIN;
+  if (process.env.CARGO_TARGET_DIR) return path.join(process.env.CARGO_TARGET_DIR, 'release', 'reference-socketioxide');
+  return path.join(path.dirname(binaryPath()), 'reference-socketioxide');
+}
+
 /** SWITCHBOARD_BIN, else $CARGO_TARGET_DIR/release, else <repo>/target/release, else ../target/release. */
 export function binaryPath() {
   if (process.env.SWITCHBOARD_BIN) return process.env.SWITCHBOARD_BIN;
@@ -84,9 +97,22 @@ export async function externalServer() {
  * Spawns `switchboard serve` with bench-friendly settings (`envOverrides` win) and resolves once
  * `GET /health` answers 200. Returns `{ url, pid, token(userId), stop(), stderr }`.
  */
-export async function spawnServer(envOverrides = {}) {
-  const bin = binaryPath();
-  if (!existsSync(bin)) {
+export async function spawnServer(envOverrides = {}, kind = 'switchboard') {
+  let bin = binaryPath();
+  let args = ['serve'];
+  if (kind === 'socketioxide') {
+    bin = referenceBinaryPath();
+    args = [];
+    if (!existsSync(bin)) {
+      throw new Error(`reference binary not found at ${bin}: run \`cargo build --release -p reference-socketioxide\` (or set REFERENCE_SOCKETIOXIDE_BIN)`);
+    }
+  } else if (kind === 'node') {
+    bin = process.execPath;
+    args = [path.join(REPO, 'bench', 'reference-node', 'server.mjs')];
+    if (!existsSync(path.join(REPO, 'bench', 'reference-node', 'node_modules', 'socket.io'))) {
+      throw new Error('reference-node has no socket.io: run `npm ci` in bench/reference-node');
+    }
+  } else if (!existsSync(bin)) {
     throw new Error(`switchboard binary not found at ${bin}: run \`cargo build --release\` (or set SWITCHBOARD_BIN / CARGO_TARGET_DIR)`);
   }
   const port = await freePort();
@@ -109,7 +135,7 @@ export async function spawnServer(envOverrides = {}) {
   let proc = null; // { child, exited, exitPromise }
   /** Starts the binary (again: same port, same database) and waits for it to be healthy. */
   const launch = async () => {
-    const child = spawn(bin, ['serve'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(bin, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     const startedAt = Date.now();
     const keep = (chunk) => {
       stderr = (stderr + chunk.toString()).slice(-STDERR_KEEP);
@@ -164,6 +190,7 @@ export async function spawnServer(envOverrides = {}) {
     get pid() {
       return proc.child.pid;
     },
+    kind,
     external: false,
     env,
     token: signer(env.JWT_SECRET),

@@ -11,6 +11,7 @@ mod cluster;
 mod config;
 mod demo;
 mod fuzz;
+mod group_commit;
 mod health;
 mod heartbeat;
 mod http_edges;

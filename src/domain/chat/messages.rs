@@ -1,10 +1,10 @@
 //! Sending, editing and reading messages. `seq` comes from the room's counter, bumped inside
 //! the insert's transaction, so it is gapless and unique across every node; a rejected or
-//! failed message rolls back and takes no seq.
+//! failed message rolls back and takes no seq. New messages are group-committed: see
+//! [`insert_batch`] and [`crate::write_path`].
 
 use chrono::Utc;
-use entity::{message, room, room_member};
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use entity::message;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction,
     EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Set, Statement,
@@ -52,7 +52,9 @@ pub struct History {
 }
 
 impl ChatService {
-    /// Sends a message: membership, validation, idempotency, rate limit, then persistence.
+    /// Sends a message: membership, validation, rate limit, then persistence, group-committed
+    /// with concurrent senders ([`crate::write_path::WritePath::insert_message`]); idempotency on
+    /// `clientMessageId` is checked inside the batch, so a retry costs no query of its own.
     pub async fn send_message(&self, sender: &AuthUser, input: NewMessage) -> AppResult<Sent> {
         self.require_member(&input.room_id, &sender.id).await?;
         let message_type = input.message_type.unwrap_or(MessageType::Text);
@@ -63,16 +65,6 @@ impl ChatService {
             ));
         }
         let content = clean_content(&input.content, self.limits.max_message_length)?;
-        if let Some(client_id) = &input.client_message_id
-            && let Some(existing) = self
-                .find_by_client_id(&input.room_id, &sender.id, client_id)
-                .await?
-        {
-            return Ok(Sent {
-                message: existing.into(),
-                duplicate: true,
-            });
-        }
         if let Some(reply_to) = &input.reply_to_id {
             let same_room = message::Entity::find_by_id(reply_to.as_str())
                 .filter(message::Column::RoomId.eq(input.room_id.as_str()))
@@ -86,35 +78,48 @@ impl ChatService {
                 ));
             }
         }
-        self.rate_limiter.check(&sender.id).await?;
+        if let Err(limited) = self.rate_limiter.check(&sender.id).await {
+            // A retry of a stored message is answered, never rate limited. Looked up only here,
+            // on the refused path: retries are otherwise found inside the insert batch.
+            if let Some(client_id) = &input.client_message_id
+                && let Some(existing) = self
+                    .find_by_client_id(&input.room_id, &sender.id, client_id)
+                    .await?
+            {
+                return Ok(Sent {
+                    message: existing.into(),
+                    duplicate: true,
+                });
+            }
+            return Err(limited);
+        }
 
-        let row = message::ActiveModel {
-            id: Set(new_id()),
-            room_id: Set(input.room_id.clone()),
-            seq: Set(0),
-            user_id: Set(sender.id.clone()),
-            sender_name: Set(sender.name.clone()),
-            content: Set(content),
-            message_type: Set(message_type.as_str().to_owned()),
-            reply_to_id: Set(input.reply_to_id.clone()),
-            client_message_id: Set(input.client_message_id.clone()),
-            created_at: Set(Utc::now()),
-            edited_at: Set(None),
-            deleted: Set(false),
+        let row = message::Model {
+            id: new_id(),
+            room_id: input.room_id.clone(),
+            seq: 0,
+            user_id: sender.id.clone(),
+            sender_name: sender.name.clone(),
+            content,
+            message_type: message_type.as_str().to_owned(),
+            reply_to_id: input.reply_to_id.clone(),
+            client_message_id: input.client_message_id.clone(),
+            created_at: Utc::now(),
+            edited_at: None,
+            deleted: false,
         };
-        let result = self
-            .writes
-            .transaction::<_, message::Model, sea_orm::DbErr>(|tx| {
-                Box::pin(async move { insert_next(tx, row).await })
-            })
-            .await;
-        match result {
-            Ok(stored) => Ok(Sent {
+        match self.writes.insert_message(row).await {
+            Ok(Inserted::Stored(stored)) => Ok(Sent {
                 message: stored.into(),
                 duplicate: false,
             }),
-            // A concurrent retry with the same client id won the race: answer with its message.
-            Err(sea_orm::TransactionError::Transaction(e)) if is_unique_violation(&e) => {
+            Ok(Inserted::Duplicate(existing)) => Ok(Sent {
+                message: existing.into(),
+                duplicate: true,
+            }),
+            // A concurrent retry with the same client id (on another node) won the race between
+            // the batch's lookup and its insert: answer with its message.
+            Err(e) if is_unique_violation(&e) => {
                 let client_id = input.client_message_id.as_deref().unwrap_or_default();
                 match self
                     .find_by_client_id(&input.room_id, &sender.id, client_id)
@@ -127,10 +132,7 @@ impl ChatService {
                     None => Err(AppError::Internal(e.into())),
                 }
             }
-            Err(
-                sea_orm::TransactionError::Transaction(e)
-                | sea_orm::TransactionError::Connection(e),
-            ) => Err(e.into()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -312,38 +314,242 @@ impl ChatService {
     }
 }
 
-/// Takes the room's next seq and inserts the message with it. The counter update locks the
-/// room row (PostgreSQL) or the database (SQLite) until commit, so concurrent senders queue.
-/// The sender has obviously seen everything up to their own message, so their watermarks move.
-async fn insert_next(
+/// What one queued insert became.
+#[derive(Debug)]
+pub enum Inserted {
+    /// Stored with the room's next seq.
+    Stored(message::Model),
+    /// A retry: the message already stored with the same room, sender and client message id.
+    Duplicate(message::Model),
+}
+
+/// Inserts a batch of new messages in the caller's transaction, in queue order, with a constant
+/// number of statements whatever the batch size (on SQLite each statement is a hop to sqlx's
+/// worker thread, which costs more than the work):
+///
+/// 1. one lookup of the batch's client message ids already stored (retries);
+/// 2. one `UPDATE rooms … RETURNING` taking `n` seqs per room at once (on PostgreSQL preceded
+///    by a `SELECT … ORDER BY id FOR UPDATE`, so concurrent batches of several nodes lock rooms
+///    in the same order and cannot deadlock); the messages of one room get consecutive seqs in
+///    queue order, so they stay gapless and in each sender's order;
+/// 3. one multi-row `INSERT` (its full-text trigger included);
+/// 4. one `UPDATE room_members … FROM (VALUES …)` moving each sender's watermarks to their last
+///    message (the sender has obviously seen everything up to it).
+///
+/// An error fails the whole batch (the caller retries one message per transaction); a missing
+/// room fails only its own messages, with `RecordNotFound`.
+pub async fn insert_batch(
     tx: &DatabaseTransaction,
-    mut row: message::ActiveModel,
-) -> Result<message::Model, sea_orm::DbErr> {
-    let room_id = row.room_id.clone().unwrap();
-    let user_id = row.user_id.clone().unwrap();
-    let bump = Query::update()
-        .table(room::Entity)
-        .value(
-            room::Column::LastSeq,
-            Expr::col(room::Column::LastSeq).add(1),
+    mut rows: Vec<message::Model>,
+) -> Result<Vec<Result<Inserted, sea_orm::DbErr>>, sea_orm::DbErr> {
+    let backend = tx.get_database_backend();
+    let mut results: Vec<Option<Result<Inserted, sea_orm::DbErr>>> =
+        rows.iter().map(|_| None).collect();
+    // For a repeat of an earlier message of the same batch: that message's index.
+    let mut dup_of: Vec<Option<usize>> = vec![None; rows.len()];
+
+    // 1. Retries, found through the unique (room, sender, client id) index.
+    let keyed: Vec<usize> = (0..rows.len())
+        .filter(|&i| rows[i].client_message_id.is_some())
+        .collect();
+    if !keyed.is_empty() {
+        let mut sql = String::from("SELECT * FROM messages WHERE ");
+        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(keyed.len() * 3);
+        for (k, &i) in keyed.iter().enumerate() {
+            if k > 0 {
+                sql.push_str(" OR ");
+            }
+            let n = values.len();
+            sql.push_str(&format!(
+                "(room_id = {} AND user_id = {} AND client_message_id = {})",
+                placeholder(backend, n + 1),
+                placeholder(backend, n + 2),
+                placeholder(backend, n + 3),
+            ));
+            values.push(rows[i].room_id.clone().into());
+            values.push(rows[i].user_id.clone().into());
+            values.push(rows[i].client_message_id.clone().into());
+        }
+        let existing =
+            message::Model::find_by_statement(Statement::from_sql_and_values(backend, sql, values))
+                .all(tx)
+                .await?;
+        // Earlier in the queue wins among the batch's own duplicates too.
+        let mut first_of = std::collections::HashMap::new();
+        for &i in &keyed {
+            let row = &rows[i];
+            let key = (
+                row.room_id.as_str(),
+                row.user_id.as_str(),
+                row.client_message_id.as_deref().unwrap_or_default(),
+            );
+            if let Some(found) = existing.iter().find(|m| {
+                m.room_id == key.0
+                    && m.user_id == key.1
+                    && m.client_message_id.as_deref() == Some(key.2)
+            }) {
+                results[i] = Some(Ok(Inserted::Duplicate(found.clone())));
+            } else if let Some(&first) = first_of.get(&key) {
+                dup_of[i] = Some(first);
+            } else {
+                first_of.insert(key, i);
+            }
+        }
+    }
+    let fresh: Vec<usize> = (0..rows.len())
+        .filter(|&i| results[i].is_none() && dup_of[i].is_none())
+        .collect();
+
+    // 2. Seqs: n per room, rooms in id order.
+    let mut per_room: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    for &i in &fresh {
+        *per_room.entry(rows[i].room_id.clone()).or_default() += 1;
+    }
+    let mut last_seq: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    if !per_room.is_empty() {
+        let ids: Vec<sea_orm::Value> = per_room.keys().map(|r| r.clone().into()).collect();
+        let list = (1..=ids.len())
+            .map(|n| placeholder(backend, n))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if backend == DatabaseBackend::Postgres {
+            tx.query_all_raw(Statement::from_sql_and_values(
+                backend,
+                format!("SELECT id FROM rooms WHERE id IN ({list}) ORDER BY id FOR UPDATE"),
+                ids.clone(),
+            ))
+            .await?;
+        }
+        let mut case = String::from("CASE id");
+        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(per_room.len() * 3);
+        for (room, n) in &per_room {
+            let k = values.len();
+            case.push_str(&format!(
+                " WHEN {} THEN {}",
+                placeholder(backend, k + 1),
+                cast_bigint(backend, &placeholder(backend, k + 2)),
+            ));
+            values.push(room.clone().into());
+            values.push((*n).into());
+        }
+        case.push_str(" ELSE 0 END");
+        let base = values.len();
+        let list = (1..=per_room.len())
+            .map(|n| placeholder(backend, base + n))
+            .collect::<Vec<_>>()
+            .join(", ");
+        values.extend(ids);
+        let bumped = tx
+            .query_all_raw(Statement::from_sql_and_values(
+                backend,
+                format!(
+                    "UPDATE rooms SET last_seq = last_seq + {case} WHERE id IN ({list}) \
+                     RETURNING id, last_seq"
+                ),
+                values,
+            ))
+            .await?;
+        for row in bumped {
+            let id: String = row.try_get_by_index(0)?;
+            let seq: i64 = row.try_get_by_index(1)?;
+            last_seq.insert(id, seq);
+        }
+    }
+    // Hand out each room's seqs from its first new one, in queue order.
+    let mut next: std::collections::HashMap<String, i64> = per_room
+        .iter()
+        .filter_map(|(room, n)| last_seq.get(room).map(|last| (room.clone(), last - n + 1)))
+        .collect();
+    let mut stored = Vec::with_capacity(fresh.len());
+    for &i in &fresh {
+        match next.get_mut(&rows[i].room_id) {
+            Some(seq) => {
+                rows[i].seq = *seq;
+                *seq += 1;
+                stored.push(i);
+            }
+            None => {
+                results[i] = Some(Err(sea_orm::DbErr::RecordNotFound("room".into())));
+            }
+        }
+    }
+
+    // 3. The rows, in one statement.
+    if !stored.is_empty() {
+        message::Entity::insert_many(
+            stored
+                .iter()
+                .map(|&i| message::ActiveModel::from(rows[i].clone())),
         )
-        .and_where(room::Column::Id.eq(room_id.as_str()))
-        .returning_col(room::Column::LastSeq)
-        .to_owned();
-    let seq: i64 = tx
-        .query_one(&bump)
-        .await?
-        .ok_or_else(|| sea_orm::DbErr::RecordNotFound("room".into()))?
-        .try_get_by_index(0)?;
-    row.seq = Set(seq);
-    let stored = row.insert(tx).await?;
-    room_member::Entity::update_many()
-        .col_expr(room_member::Column::ReadSeq, Expr::value(seq))
-        .col_expr(room_member::Column::DeliveredSeq, Expr::value(seq))
-        .filter(room_member::Column::RoomId.eq(room_id))
-        .filter(room_member::Column::UserId.eq(user_id))
-        .filter(room_member::Column::ReadSeq.lt(seq))
-        .exec(tx)
+        .exec_without_returning(tx)
         .await?;
-    Ok(stored)
+
+        // 4. Each sender's watermarks, to their last message of the batch.
+        let mut last_of: std::collections::BTreeMap<(&str, &str), i64> =
+            std::collections::BTreeMap::new();
+        for &i in &stored {
+            let seq = last_of
+                .entry((rows[i].room_id.as_str(), rows[i].user_id.as_str()))
+                .or_default();
+            *seq = (*seq).max(rows[i].seq);
+        }
+        let mut tuples = Vec::with_capacity(last_of.len());
+        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(last_of.len() * 3);
+        for ((room, user), seq) in &last_of {
+            let k = values.len();
+            tuples.push(format!(
+                "({}, {}, {})",
+                placeholder(backend, k + 1),
+                placeholder(backend, k + 2),
+                cast_bigint(backend, &placeholder(backend, k + 3)),
+            ));
+            values.push((*room).to_owned().into());
+            values.push((*user).to_owned().into());
+            values.push((*seq).into());
+        }
+        tx.execute_raw(Statement::from_sql_and_values(
+            backend,
+            format!(
+                "UPDATE room_members SET read_seq = v.column3, delivered_seq = v.column3 \
+                 FROM (VALUES {}) AS v \
+                 WHERE room_members.room_id = v.column1 AND room_members.user_id = v.column2 \
+                 AND room_members.read_seq < v.column3",
+                tuples.join(", ")
+            ),
+            values,
+        ))
+        .await?;
+    }
+
+    // Duplicates inside the batch answer with their first occurrence, now stored.
+    for i in 0..rows.len() {
+        if let Some(first) = dup_of[i] {
+            results[i] = Some(match &results[first] {
+                Some(Err(_)) => Err(sea_orm::DbErr::RecordNotFound("room".into())),
+                _ => Ok(Inserted::Duplicate(rows[first].clone())),
+            });
+        }
+    }
+    Ok(results
+        .into_iter()
+        .zip(rows)
+        .map(|(result, row)| result.unwrap_or(Ok(Inserted::Stored(row))))
+        .collect())
+}
+
+/// The backend's `n`th (1-based) bind placeholder.
+fn placeholder(backend: DatabaseBackend, n: usize) -> String {
+    match backend {
+        DatabaseBackend::Postgres => format!("${n}"),
+        _ => "?".to_owned(),
+    }
+}
+
+/// A bound integer typed as `BIGINT` where the backend needs to be told (inside `CASE` and
+/// `VALUES`, PostgreSQL cannot infer it).
+fn cast_bigint(backend: DatabaseBackend, placeholder: &str) -> String {
+    match backend {
+        DatabaseBackend::Postgres => format!("{placeholder}::bigint"),
+        _ => placeholder.to_owned(),
+    }
 }

@@ -20,7 +20,7 @@ use sea_orm::{
 };
 
 pub use content::sanitize;
-pub use messages::{History, HistoryQuery, NewMessage, Sent};
+pub use messages::{History, HistoryQuery, Inserted, NewMessage, Sent, insert_batch};
 pub use model::{Member, Message, MessageType, Room, RoomChange, RoomType};
 pub use receipts::{MemberReceipt, MessageStatus, ReceiptPage, Watermark};
 pub use rooms::{CreatedRoom, MemberChange, MemberPage, NewRoom, RoomPage, group_invite};

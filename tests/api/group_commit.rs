@@ -1,0 +1,197 @@
+//! Group commit of chat messages (issue 14): messages queued while a commit runs share the next
+//! transaction, and still every room's seq is gapless, every sender's messages keep their order,
+//! retries answer with the original, watermarks move, a message whose caller gave up before its
+//! batch started is not stored, and one failing message does not fail its batch.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use entity::{message, room, room_member};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+use switchboard::auth::AuthUser;
+use switchboard::domain::chat::{NewMessage, NewRoom, RoomType};
+
+use crate::common::{Backend, TestApp, spawn_app_with};
+
+fn user(id: &str) -> AuthUser {
+    AuthUser {
+        id: id.to_owned(),
+        name: id.to_owned(),
+        name_from_token: false,
+    }
+}
+
+fn text(room_id: &str, content: String, client_id: Option<String>) -> NewMessage {
+    NewMessage {
+        room_id: room_id.to_owned(),
+        content,
+        message_type: None,
+        reply_to_id: None,
+        client_message_id: client_id,
+    }
+}
+
+async fn group(app: &TestApp, owner: &str, others: &[String]) -> String {
+    let (room, _) = app
+        .core
+        .chat
+        .create_room(
+            owner,
+            NewRoom {
+                participants: others.to_vec(),
+                room_type: Some(RoomType::Group),
+                name: Some(format!("{owner}'s room")),
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("creating a room: {e:?}"));
+    room.id
+}
+
+async fn stored(app: &TestApp, room_id: &str) -> Vec<message::Model> {
+    message::Entity::find()
+        .filter(message::Column::RoomId.eq(room_id))
+        .order_by_asc(message::Column::Seq)
+        .all(&app.core.db)
+        .await
+        .expect("reading messages")
+}
+
+/// Waits (bounded) until `n` message inserts are queued behind the held turn.
+async fn until_queued(app: &TestApp, n: usize) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while app.core.writes.queued_messages() < n {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{n} inserts never queued"));
+}
+
+const ROOMS: usize = 6;
+const PER_ROOM: usize = 3;
+const EACH: usize = 12;
+
+async fn batches_across_rooms_keep_every_guarantee(backend: Backend) {
+    let app = spawn_app_with(backend, &["--rate-limit-per-minute", "100000"]).await;
+    let mut rooms = Vec::new();
+    for r in 0..ROOMS {
+        let members: Vec<String> = (0..PER_ROOM).map(|i| format!("gc{r}-{i}")).collect();
+        rooms.push((group(&app, &members[0], &members[1..]).await, members));
+    }
+    let mut tasks = Vec::new();
+    for (room_id, members) in &rooms {
+        for member in members {
+            let core = app.core.clone();
+            let (room_id, sender) = (room_id.clone(), user(member));
+            tasks.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                for i in 0..EACH {
+                    // Every third message carries a client id, and is retried at once.
+                    let client_id = (i % 3 == 0).then(|| format!("{}-{i}", sender.id));
+                    let input = text(&room_id, format!("{} #{i}", sender.id), client_id.clone());
+                    let sent = core.chat.send_message(&sender, input).await.expect("send");
+                    assert!(!sent.duplicate, "a first send is no duplicate");
+                    if let Some(id) = client_id {
+                        let retry = text(&room_id, "retried".into(), Some(id));
+                        let again = core.chat.send_message(&sender, retry).await.expect("retry");
+                        assert!(again.duplicate, "a retry is a duplicate");
+                        assert_eq!(again.message.id, sent.message.id);
+                        assert_eq!(again.message.seq, sent.message.seq);
+                    }
+                    mine.push(sent.message.seq);
+                }
+                (room_id, sender.id, mine)
+            }));
+        }
+    }
+    let mut per_room: HashMap<String, Vec<i64>> = HashMap::new();
+    let mut last_of: HashMap<(String, String), i64> = HashMap::new();
+    for task in tasks {
+        let (room_id, sender, mine) = task.await.expect("sender panicked");
+        assert!(mine.windows(2).all(|w| w[0] < w[1]), "{sender}: {mine:?}");
+        last_of.insert((room_id.clone(), sender), *mine.last().unwrap_or(&0));
+        per_room.entry(room_id).or_default().extend(mine);
+    }
+    let expected: Vec<i64> = (1..=(PER_ROOM * EACH) as i64).collect();
+    for (room_id, members) in &rooms {
+        let mut seqs = per_room.remove(room_id).unwrap_or_default();
+        seqs.sort_unstable();
+        assert_eq!(seqs, expected, "acked seqs of {room_id}");
+        let rows = stored(&app, room_id).await;
+        assert_eq!(
+            rows.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            expected,
+            "stored seqs of {room_id}: retries stored nothing and took no seq"
+        );
+        let room = room::Entity::find_by_id(room_id.as_str())
+            .one(&app.core.db)
+            .await
+            .expect("reading the room")
+            .expect("the room");
+        assert_eq!(room.last_seq, (PER_ROOM * EACH) as i64);
+        for member in members {
+            let row = room_member::Entity::find_by_id((room_id.clone(), member.clone()))
+                .one(&app.core.db)
+                .await
+                .expect("reading the member")
+                .expect("the member");
+            let last = last_of[&(room_id.clone(), member.clone())];
+            assert!(
+                row.read_seq >= last,
+                "{member} read up to their own last message"
+            );
+        }
+    }
+}
+
+/// SQLite only: there, holding the write turn holds back every message batch.
+#[tokio::test]
+async fn sqlite_an_abandoned_send_is_not_stored_and_a_bad_one_fails_alone() {
+    let app = spawn_app_with(Backend::Sqlite, &["--rate-limit-per-minute", "100000"]).await;
+    let members = vec!["gc-b".to_owned()];
+    let room_a = group(&app, "gc-a", &members).await;
+    let room_b = group(&app, "gc-a", &members).await;
+
+    // A caller that gives up while queued: its message is never stored.
+    let turn = app.core.writes.turn().await.expect("the turn");
+    let abandoned = tokio::spawn({
+        let core = app.core.clone();
+        let room_a = room_a.clone();
+        async move {
+            let input = text(&room_a, "never stored".into(), None);
+            core.chat.send_message(&user("gc-a"), input).await
+        }
+    });
+    until_queued(&app, 1).await;
+    abandoned.abort();
+    assert!(abandoned.await.is_err_and(|e| e.is_cancelled()));
+
+    // Two more queue up; room B disappears before their batch runs.
+    let mut sends = Vec::new();
+    for room_id in [&room_a, &room_b] {
+        let core = app.core.clone();
+        let room_id = room_id.clone();
+        sends.push(tokio::spawn(async move {
+            let input = text(&room_id, "queued".into(), None);
+            core.chat.send_message(&user("gc-b"), input).await
+        }));
+    }
+    until_queued(&app, 3).await;
+    turn.execute_unprepared(&format!("DELETE FROM rooms WHERE id = '{room_b}'"))
+        .await
+        .expect("deleting room B");
+    drop(turn);
+
+    let to_b = sends.pop().expect("two sends");
+    let to_a = sends.pop().expect("two sends");
+    let sent = to_a.await.expect("send to A").expect("room A's message");
+    assert_eq!(sent.message.seq, 1, "the abandoned message took no seq");
+    assert!(to_b.await.expect("send to B").is_err(), "room B is gone");
+    let rows = stored(&app, &room_a).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].content, "queued");
+    assert_eq!(app.core.writes.queued_messages(), 0);
+}
+
+backend_tests!(batches_across_rooms_keep_every_guarantee);
