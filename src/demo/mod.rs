@@ -108,9 +108,9 @@ async fn bundle() -> Response {
     )
 }
 
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct TokenBody {
+pub(crate) struct TokenBody {
     /// 1 to [`crate::auth::MAX_USER_ID_LEN`] characters, as the token's `sub` must be.
     #[validate(length(min = 1, max = 128))]
     user_id: String,

@@ -12,6 +12,7 @@ use sea_orm::{
 };
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::domain::bounded::MAX_BIND_IDS;
 use crate::domain::preferences::PreferenceService;
@@ -34,14 +35,14 @@ pub fn is_valid_type(t: &str) -> bool {
 pub const PRIORITIES: &[&str] = &["low", "normal", "high", "urgent"];
 
 /// Who caused a notification.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Actor {
     pub id: String,
     pub name: String,
 }
 
 /// A notification on the wire.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Notification {
     pub id: String,

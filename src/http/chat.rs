@@ -45,8 +45,9 @@ pub fn router<A: Adapter>() -> Router<AppState<A>> {
         )
 }
 
-#[derive(Deserialize)]
-struct PageParams {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct PageParams {
     limit: Option<u64>,
     before: Option<String>,
 }
@@ -65,9 +66,9 @@ async fn list_rooms<A: Adapter>(
     Ok(Json(json!({ "items": page.items, "nextCursor": page.next_cursor })).into_response())
 }
 
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct CreateRoomBody {
+pub(super) struct CreateRoomBody {
     #[validate(length(max = 500), custom(function = "crate::http::validate_user_ids"))]
     #[serde(default)]
     participants: Vec<String>,
@@ -122,8 +123,8 @@ async fn get_room<A: Adapter>(
     Ok(Json(state.core.chat.get_room(&user.id, &room_id).await?).into_response())
 }
 
-#[derive(Deserialize, Validate)]
-struct RenameBody {
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+pub(super) struct RenameBody {
     #[validate(length(min = 1, max = 100))]
     name: String,
 }
@@ -162,9 +163,9 @@ async fn list_members<A: Adapter>(
     Ok(Json(json!({ "items": page.items, "nextCursor": page.next_cursor })).into_response())
 }
 
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct AddMembersBody {
+pub(super) struct AddMembersBody {
     #[validate(
         length(min = 1, max = 500),
         custom(function = "crate::http::validate_user_ids")
@@ -217,8 +218,9 @@ async fn remove_member<A: Adapter>(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
-struct HistoryParams {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct HistoryParams {
     limit: Option<u64>,
     before: Option<String>,
     after_seq: Option<i64>,
@@ -257,7 +259,7 @@ async fn history<A: Adapter>(
 
 /// A message as clients write it; the body of `POST …/messages` and, with `roomId`, the
 /// payload of `chat:message`.
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SendBody {
     pub message: String,
@@ -299,8 +301,8 @@ async fn send_message<A: Adapter>(
     Ok((StatusCode::CREATED, Json(sent.message)).into_response())
 }
 
-#[derive(Deserialize, Validate)]
-struct EditBody {
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+pub(super) struct EditBody {
     message: String,
 }
 
@@ -337,8 +339,9 @@ async fn delete_message<A: Adapter>(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
-struct SearchParams {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct SearchParams {
     q: Option<String>,
     limit: Option<u64>,
 }

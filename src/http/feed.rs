@@ -23,8 +23,9 @@ pub fn router<A: Adapter>() -> Router<AppState<A>> {
         .route("/feed/statistics", get(statistics::<A>))
 }
 
-#[derive(Deserialize)]
-struct FeedParams {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct FeedParams {
     limit: Option<u64>,
     before: Option<String>,
     following_only: Option<bool>,
@@ -67,8 +68,9 @@ async fn list<A: Adapter>(
     Ok(Json(json!({ "items": items, "nextCursor": next })).into_response())
 }
 
-#[derive(Deserialize)]
-struct TrendingParams {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct TrendingParams {
     limit: Option<u64>,
 }
 

@@ -94,9 +94,9 @@ fn invalid(message: &'static str) -> ValidationError {
 
 // ---- users ----
 
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct UserBody {
+pub(super) struct UserBody {
     #[validate(length(min = 1, max = 200, message = "must be 1 to 200 characters"))]
     name: String,
     #[validate(
@@ -130,9 +130,9 @@ async fn upsert_user<A: Adapter>(
 
 // ---- follows ----
 
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct FollowBody {
+pub(super) struct FollowBody {
     #[validate(length(min = 1, max = 128, message = "must be 1 to 128 characters"))]
     follower_id: String,
     #[validate(length(min = 1, max = 128, message = "must be 1 to 128 characters"))]
@@ -172,9 +172,9 @@ async fn unfollow<A: Adapter>(
 
 // ---- notifications ----
 
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct NotificationBody {
+pub(super) struct NotificationBody {
     #[validate(
         length(min = 1, max = 1000, message = "must list 1 to 1000 user ids"),
         custom(function = "crate::http::validate_user_ids")
@@ -254,9 +254,9 @@ async fn create_notifications<A: Adapter>(
 
 /// The activity's own rules live with the domain (`NewActivity::validate`), which reports every
 /// failing field under its wire name; `publish` runs them.
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ActivityBody {
+pub(super) struct ActivityBody {
     activity_type: String,
     actor_id: String,
     target_id: String,
@@ -296,9 +296,9 @@ async fn publish_activity<A: Adapter>(
 
 // ---- broadcast ----
 
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct BroadcastBody {
+pub(super) struct BroadcastBody {
     #[validate(
         length(min = 1, max = 64, message = "must be 1 to 64 characters"),
         custom(function = "not_reserved")

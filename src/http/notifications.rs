@@ -25,8 +25,9 @@ pub fn router<A: Adapter>() -> Router<AppState<A>> {
         )
 }
 
-#[derive(Deserialize)]
-struct ListParams {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ListParams {
     limit: Option<u64>,
     unread_only: Option<bool>,
     before: Option<String>,
@@ -48,7 +49,7 @@ async fn list<A: Adapter>(
 }
 
 /// `{ notificationIds }` (at most 500) or `{ all: true }`; shared with the socket event.
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MarkReadBody {
     #[validate(length(max = 500))]

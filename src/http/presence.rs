@@ -46,8 +46,9 @@ async fn put_activity<A: Adapter>(
     own_view(&state, &user).await
 }
 
-#[derive(Deserialize)]
-struct PageParams {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct PageParams {
     limit: Option<u64>,
     before: Option<String>,
 }

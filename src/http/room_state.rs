@@ -24,8 +24,9 @@ pub fn router<A: Adapter>() -> Router<AppState<A>> {
         .route("/chat/rooms/{room_id}/receipts", get(receipts::<A>))
 }
 
-#[derive(Deserialize)]
-struct MemberPageParams {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct MemberPageParams {
     limit: Option<u64>,
     before: Option<String>,
 }

@@ -32,7 +32,7 @@ pub fn register<A: Adapter>(socket: &SocketRef<A>) {
 }
 
 /// `presence:activity` / `PUT /presence/activity`.
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 pub struct ActivityPayload {
     #[validate(length(min = 1, max = 64))]
     pub activity: String,

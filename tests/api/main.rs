@@ -18,6 +18,7 @@ mod integrity;
 mod live_views;
 mod load;
 mod migrations;
+mod openapi;
 mod outage;
 mod presence;
 mod presence_pipeline;

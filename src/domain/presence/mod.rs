@@ -36,7 +36,7 @@ use crate::time::serde_rfc3339;
 use crate::write_path::WritePath;
 
 /// A user's presence status as clients see it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Online,
@@ -155,7 +155,7 @@ pub trait PresenceStore: Send + Sync + 'static {
 }
 
 /// What one user's presence looks like to a viewer (or to themselves).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PresenceView {
     pub user_id: String,
