@@ -83,6 +83,7 @@ pub struct Activity {
     pub target_id: String,
     pub target_type: String,
     /// `null` when the backend sent none.
+    #[schema(required = true)]
     pub content: Option<String>,
     /// An object, or `null` when the backend sent none.
     pub metadata: Value,

@@ -52,10 +52,12 @@ pub struct Notification {
     pub message: String,
     pub data: Value,
     pub priority: String,
+    #[schema(required = true)]
     pub actor: Option<Actor>,
     pub is_read: bool,
     #[serde(with = "serde_rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[schema(required = true)]
     #[serde(with = "serde_rfc3339::option")]
     pub expires_at: Option<DateTime<Utc>>,
     /// The recipient; not part of the wire object.

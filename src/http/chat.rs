@@ -71,9 +71,11 @@ async fn list_rooms<A: Adapter>(
 pub(super) struct CreateRoomBody {
     #[validate(length(max = 500), custom(function = "crate::http::validate_user_ids"))]
     #[serde(default)]
+    #[schema(max_items = 500)]
     participants: Vec<String>,
     #[serde(rename = "type")]
     room_type: Option<RoomType>,
+    #[schema(min_length = 1, max_length = 100)]
     #[validate(length(min = 1, max = 100))]
     name: Option<String>,
 }
@@ -125,6 +127,7 @@ async fn get_room<A: Adapter>(
 
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 pub(super) struct RenameBody {
+    #[schema(min_length = 1, max_length = 100)]
     #[validate(length(min = 1, max = 100))]
     name: String,
 }
@@ -170,6 +173,7 @@ pub(super) struct AddMembersBody {
         length(min = 1, max = 500),
         custom(function = "crate::http::validate_user_ids")
     )]
+    #[schema(min_items = 1, max_items = 500)]
     user_ids: Vec<String>,
 }
 
@@ -265,8 +269,10 @@ pub struct SendBody {
     pub message: String,
     #[serde(rename = "type")]
     pub message_type: Option<MessageType>,
+    #[schema(min_length = 1, max_length = 64)]
     #[validate(length(min = 1, max = 64))]
     pub reply_to_id: Option<String>,
+    #[schema(min_length = 1, max_length = 128)]
     #[validate(length(min = 1, max = 128))]
     pub client_message_id: Option<String>,
 }

@@ -52,6 +52,7 @@ async fn list<A: Adapter>(
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MarkReadBody {
+    #[schema(max_items = 500)]
     #[validate(length(max = 500))]
     pub notification_ids: Option<Vec<String>>,
     pub all: Option<bool>,

@@ -3,7 +3,8 @@
 //! them served; and describing real answers: every response of a scenario over all route groups
 //! is checked against the document — its status must be documented for the route, and its JSON
 //! body must validate against the documented schema (`jsonschema`, draft 2020-12, `$ref`s
-//! resolved to the document's components).
+//! resolved to the document's components). `OPENAPI_DUMP=<file>` writes the fetched document
+//! there, for a look at what the tests saw.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -288,6 +289,26 @@ async fn the_document_is_valid_openapi_3_1() {
         }
         validator(&doc, schema);
     }
+
+    // The validation the other tests rely on bites: a wrong code, a missing field or a
+    // missing always-present nullable field fails.
+    let error = validator(&doc, &json!({ "$ref": "#/components/schemas/ErrorBody" }));
+    let good = json!({ "error": { "code": "NOT_FOUND", "message": "room not found" } });
+    assert!(error.is_valid(&good));
+    assert!(!error.is_valid(&json!({ "error": { "code": "NOPE", "message": "x" } })));
+    assert!(!error.is_valid(&json!({ "error": { "code": "NOT_FOUND" } })));
+    let message = validator(&doc, &json!({ "$ref": "#/components/schemas/Message" }));
+    let mut sample = json!({
+        "id": "m1", "roomId": "r1", "seq": 1, "userId": "u1", "senderName": "U",
+        "content": "hi", "type": "text", "replyToId": null, "clientMessageId": null,
+        "createdAt": "2026-01-01T00:00:00.000Z", "editedAt": null, "deleted": false,
+    });
+    assert!(message.is_valid(&sample));
+    sample.as_object_mut().unwrap().remove("editedAt");
+    assert!(
+        !message.is_valid(&sample),
+        "editedAt is always sent, null or not"
+    );
 
     let schemes = &doc["components"]["securitySchemes"];
     assert_eq!(schemes["bearerAuth"]["type"], "http");
@@ -1052,7 +1073,16 @@ async fn responses_match_the_documented_schemas() {
     c.check(M::GET, r).await;
 
     // Operations and the demo.
-    for path in ["/health", "/metrics", DOC_PATH, "/demo", "/demo/demo.js"] {
+    let served = [
+        "/health",
+        "/metrics",
+        DOC_PATH,
+        "/demo",
+        "/demo/",
+        "/demo/demo.js",
+        "/demo/socket.io.min.js",
+    ];
+    for path in served {
         let r = call(&app, M::GET, path, As::Nobody, None).await;
         c.check(M::GET, r).await;
     }

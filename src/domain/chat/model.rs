@@ -65,6 +65,7 @@ pub struct Room {
     pub id: String,
     #[serde(rename = "type")]
     pub room_type: RoomType,
+    #[schema(required = true)]
     pub name: Option<String>,
     pub created_by: String,
     #[serde(with = "serde_rfc3339")]
@@ -162,10 +163,13 @@ pub struct Message {
     pub content: String,
     #[serde(rename = "type")]
     pub message_type: String,
+    #[schema(required = true)]
     pub reply_to_id: Option<String>,
+    #[schema(required = true)]
     pub client_message_id: Option<String>,
     #[serde(with = "serde_rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[schema(required = true)]
     #[serde(with = "serde_rfc3339::option")]
     pub edited_at: Option<DateTime<Utc>>,
     pub deleted: bool,

@@ -128,7 +128,9 @@ impl ChatService {
 #[serde(rename_all = "camelCase")]
 pub struct MemberReceipt {
     pub user_id: String,
+    #[schema(required = true)]
     pub read_seq: Option<i64>,
+    #[schema(required = true)]
     #[serde(with = "crate::time::serde_rfc3339::option")]
     pub read_at: Option<DateTime<Utc>>,
     pub delivered_seq: i64,

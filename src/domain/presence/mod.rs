@@ -160,8 +160,10 @@ pub trait PresenceStore: Send + Sync + 'static {
 pub struct PresenceView {
     pub user_id: String,
     pub status: Status,
+    #[schema(required = true)]
     pub activity: Option<String>,
     pub metadata: Value,
+    #[schema(required = true)]
     #[serde(with = "serde_rfc3339::option")]
     pub last_seen: Option<DateTime<Utc>>,
 }
