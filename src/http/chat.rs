@@ -48,7 +48,9 @@ pub fn router<A: Adapter>() -> Router<AppState<A>> {
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct PageParams {
+    /// Page size: 1 to 100 (larger values are capped), default 20.
     limit: Option<u64>,
+    /// The previous page's `nextCursor`.
     before: Option<String>,
 }
 
@@ -225,8 +227,11 @@ async fn remove_member<A: Adapter>(
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct HistoryParams {
+    /// Page size: 1 to 100 (larger values are capped), default 20.
     limit: Option<u64>,
+    /// The previous page's `nextCursor`.
     before: Option<String>,
+    /// Messages after this `seq`, oldest first (catch-up); not with `before`.
     after_seq: Option<i64>,
 }
 
@@ -348,7 +353,9 @@ async fn delete_message<A: Adapter>(
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct SearchParams {
+    /// The words to look for.
     q: Option<String>,
+    /// Page size: 1 to 100 (larger values are capped), default 20.
     limit: Option<u64>,
 }
 

@@ -26,8 +26,11 @@ pub fn router<A: Adapter>() -> Router<AppState<A>> {
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct FeedParams {
+    /// Page size: 1 to 100 (larger values are capped), default 20.
     limit: Option<u64>,
+    /// The previous page's `nextCursor`.
     before: Option<String>,
+    /// Only actors the caller follows (no public activities of strangers).
     following_only: Option<bool>,
     /// Comma-separated activity types.
     types: Option<String>,
@@ -71,6 +74,7 @@ async fn list<A: Adapter>(
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct TrendingParams {
+    /// Page size: 1 to 100 (larger values are capped), default 20.
     limit: Option<u64>,
 }
 

@@ -28,8 +28,11 @@ pub fn router<A: Adapter>() -> Router<AppState<A>> {
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct ListParams {
+    /// Page size: 1 to 100 (larger values are capped), default 20.
     limit: Option<u64>,
+    /// Only unread notifications.
     unread_only: Option<bool>,
+    /// The previous page's `nextCursor`.
     before: Option<String>,
 }
 

@@ -256,7 +256,7 @@ pub struct ErrorObject {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub details: Option<ErrorDetails>,
-    /// `RATE_LIMITED` only: how long to wait, also in the `Retry-After` header (seconds).
+    /// `RATE_LIMITED` only: milliseconds to wait (the `Retry-After` header gives seconds).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub retry_after_ms: Option<u64>,
