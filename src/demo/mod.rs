@@ -108,12 +108,14 @@ async fn bundle() -> Response {
     )
 }
 
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct TokenBody {
+pub(crate) struct TokenBody {
     /// 1 to [`crate::auth::MAX_USER_ID_LEN`] characters, as the token's `sub` must be.
+    #[schema(min_length = 1, max_length = 128)]
     #[validate(length(min = 1, max = 128))]
     user_id: String,
+    #[schema(min_length = 1, max_length = 100)]
     #[validate(length(min = 1, max = 100))]
     name: Option<String>,
 }

@@ -19,6 +19,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::error::{AppError, AppResult, FieldError};
 use crate::time::serde_rfc3339;
@@ -44,7 +45,7 @@ pub fn is_valid_type(s: &str) -> bool {
 }
 
 /// Who an activity is for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Audience {
     /// The actor's followers only (the default).
@@ -73,7 +74,7 @@ impl Audience {
 }
 
 /// An activity as stored and as sent to clients.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Activity {
     pub id: String,
@@ -82,6 +83,7 @@ pub struct Activity {
     pub target_id: String,
     pub target_type: String,
     /// `null` when the backend sent none.
+    #[schema(required = true)]
     pub content: Option<String>,
     /// An object, or `null` when the backend sent none.
     pub metadata: Value,
@@ -250,7 +252,7 @@ pub struct FeedQuery {
 }
 
 /// A target with recent activity, for `GET /feed/trending`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Trending {
     pub target_id: String,
@@ -261,7 +263,7 @@ pub struct Trending {
 }
 
 /// Activity counts per type over the viewer's feed.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, ToSchema)]
 pub struct Statistics {
     #[serde(rename = "last24h")]
     pub last_24h: BTreeMap<String, u64>,

@@ -15,6 +15,7 @@ use sea_orm::{
 };
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::domain::bounded::MAX_BIND_IDS;
 use crate::domain::preferences::{Channels, PreferenceService, channels_of};
@@ -38,14 +39,14 @@ pub fn is_valid_type(t: &str) -> bool {
 pub const PRIORITIES: &[&str] = &["low", "normal", "high", "urgent"];
 
 /// Who caused a notification.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Actor {
     pub id: String,
     pub name: String,
 }
 
 /// A notification on the wire.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Notification {
     pub id: String,
@@ -55,10 +56,12 @@ pub struct Notification {
     pub message: String,
     pub data: Value,
     pub priority: String,
+    #[schema(required = true)]
     pub actor: Option<Actor>,
     pub is_read: bool,
     #[serde(with = "serde_rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[schema(required = true)]
     #[serde(with = "serde_rfc3339::option")]
     pub expires_at: Option<DateTime<Utc>>,
     /// The recipient; not part of the wire object.

@@ -37,7 +37,7 @@ pub const KNOWN_TYPES: &[&str] = &[
 ];
 
 /// Where one notification type is delivered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Channels {
     pub in_app: bool,

@@ -45,9 +45,12 @@ pub fn router<A: Adapter>() -> Router<AppState<A>> {
         )
 }
 
-#[derive(Deserialize)]
-struct PageParams {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct PageParams {
+    /// Page size: 1 to 100 (larger values are capped), default 20.
     limit: Option<u64>,
+    /// The previous page's `nextCursor`.
     before: Option<String>,
 }
 
@@ -65,14 +68,16 @@ async fn list_rooms<A: Adapter>(
     Ok(Json(json!({ "items": page.items, "nextCursor": page.next_cursor })).into_response())
 }
 
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct CreateRoomBody {
+pub(super) struct CreateRoomBody {
     #[validate(length(max = 500), custom(function = "crate::http::validate_user_ids"))]
     #[serde(default)]
+    #[schema(max_items = 500)]
     participants: Vec<String>,
     #[serde(rename = "type")]
     room_type: Option<RoomType>,
+    #[schema(min_length = 1, max_length = 100)]
     #[validate(length(min = 1, max = 100))]
     name: Option<String>,
 }
@@ -122,8 +127,9 @@ async fn get_room<A: Adapter>(
     Ok(Json(state.core.chat.get_room(&user.id, &room_id).await?).into_response())
 }
 
-#[derive(Deserialize, Validate)]
-struct RenameBody {
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+pub(super) struct RenameBody {
+    #[schema(min_length = 1, max_length = 100)]
     #[validate(length(min = 1, max = 100))]
     name: String,
 }
@@ -162,13 +168,14 @@ async fn list_members<A: Adapter>(
     Ok(Json(json!({ "items": page.items, "nextCursor": page.next_cursor })).into_response())
 }
 
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct AddMembersBody {
+pub(super) struct AddMembersBody {
     #[validate(
         length(min = 1, max = 500),
         custom(function = "crate::http::validate_user_ids")
     )]
+    #[schema(min_items = 1, max_items = 500)]
     user_ids: Vec<String>,
 }
 
@@ -217,10 +224,14 @@ async fn remove_member<A: Adapter>(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
-struct HistoryParams {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct HistoryParams {
+    /// Page size: 1 to 100 (larger values are capped), default 20.
     limit: Option<u64>,
+    /// The previous page's `nextCursor`.
     before: Option<String>,
+    /// Messages after this `seq`, oldest first (catch-up); not with `before`.
     after_seq: Option<i64>,
 }
 
@@ -257,14 +268,16 @@ async fn history<A: Adapter>(
 
 /// A message as clients write it; the body of `POST …/messages` and, with `roomId`, the
 /// payload of `chat:message`.
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SendBody {
     pub message: String,
     #[serde(rename = "type")]
     pub message_type: Option<MessageType>,
+    #[schema(min_length = 1, max_length = 64)]
     #[validate(length(min = 1, max = 64))]
     pub reply_to_id: Option<String>,
+    #[schema(min_length = 1, max_length = 128)]
     #[validate(length(min = 1, max = 128))]
     pub client_message_id: Option<String>,
 }
@@ -299,8 +312,8 @@ async fn send_message<A: Adapter>(
     Ok((StatusCode::CREATED, Json(sent.message)).into_response())
 }
 
-#[derive(Deserialize, Validate)]
-struct EditBody {
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+pub(super) struct EditBody {
     message: String,
 }
 
@@ -337,9 +350,12 @@ async fn delete_message<A: Adapter>(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
-struct SearchParams {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct SearchParams {
+    /// The words to look for.
     q: Option<String>,
+    /// Page size: 1 to 100 (larger values are capped), default 20.
     limit: Option<u64>,
 }
 

@@ -23,10 +23,14 @@ pub fn router<A: Adapter>() -> Router<AppState<A>> {
         .route("/feed/statistics", get(statistics::<A>))
 }
 
-#[derive(Deserialize)]
-struct FeedParams {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct FeedParams {
+    /// Page size: 1 to 100 (larger values are capped), default 20.
     limit: Option<u64>,
+    /// The previous page's `nextCursor`.
     before: Option<String>,
+    /// Only actors the caller follows (no public activities of strangers).
     following_only: Option<bool>,
     /// Comma-separated activity types.
     types: Option<String>,
@@ -67,8 +71,10 @@ async fn list<A: Adapter>(
     Ok(Json(json!({ "items": items, "nextCursor": next })).into_response())
 }
 
-#[derive(Deserialize)]
-struct TrendingParams {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct TrendingParams {
+    /// Page size: 1 to 100 (larger values are capped), default 20.
     limit: Option<u64>,
 }
 

@@ -93,11 +93,14 @@ fn invalid(message: &'static str) -> ValidationError {
 
 // ---- users ----
 
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct UserBody {
+pub(super) struct UserBody {
+    #[schema(min_length = 1, max_length = 200)]
     #[validate(length(min = 1, max = 200, message = "must be 1 to 200 characters"))]
     name: String,
+    /// An absolute URL.
+    #[schema(max_length = 2048)]
     #[validate(
         url(message = "must be a URL"),
         length(max = 2048, message = "must be at most 2048 characters")
@@ -129,11 +132,13 @@ async fn upsert_user<A: Adapter>(
 
 // ---- follows ----
 
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct FollowBody {
+pub(super) struct FollowBody {
+    #[schema(min_length = 1, max_length = 128)]
     #[validate(length(min = 1, max = 128, message = "must be 1 to 128 characters"))]
     follower_id: String,
+    #[schema(min_length = 1, max_length = 128)]
     #[validate(length(min = 1, max = 128, message = "must be 1 to 128 characters"))]
     followee_id: String,
 }
@@ -171,27 +176,36 @@ async fn unfollow<A: Adapter>(
 
 // ---- notifications ----
 
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct NotificationBody {
+pub(super) struct NotificationBody {
+    #[schema(min_items = 1, max_items = 1000)]
     #[validate(
         length(min = 1, max = 1000, message = "must list 1 to 1000 user ids"),
         custom(function = "crate::http::validate_user_ids")
     )]
     user_ids: Vec<String>,
+    #[schema(pattern = "^[a-z][a-z_]{0,31}$")]
     #[validate(custom(function = "valid_notification_type"))]
     r#type: String,
+    #[schema(min_length = 1, max_length = 200)]
     #[validate(length(min = 1, max = 200, message = "must be 1 to 200 characters"))]
     title: String,
+    #[schema(max_length = 2000)]
     #[validate(length(max = 2000, message = "must be at most 2000 characters"))]
     message: String,
+    /// An object, delivered as is.
     #[validate(custom(function = "json_object"))]
     data: Option<Value>,
+    /// `low`, `normal` (the default), `high` or `urgent`.
     #[validate(custom(function = "valid_priority"))]
     priority: Option<String>,
+    #[schema(min_length = 1, max_length = 128)]
     #[validate(length(min = 1, max = 128, message = "must be 1 to 128 characters"))]
     actor_id: Option<String>,
     expires_at: Option<DateTime<Utc>>,
+    /// The same key for the same user within 24 h creates nothing new.
+    #[schema(min_length = 1, max_length = 128)]
     #[validate(length(min = 1, max = 128, message = "must be 1 to 128 characters"))]
     dedup_key: Option<String>,
 }
@@ -253,9 +267,9 @@ async fn create_notifications<A: Adapter>(
 
 /// The activity's own rules live with the domain (`NewActivity::validate`), which reports every
 /// failing field under its wire name; `publish` runs them.
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ActivityBody {
+pub(super) struct ActivityBody {
     activity_type: String,
     actor_id: String,
     target_id: String,
@@ -295,25 +309,32 @@ async fn publish_activity<A: Adapter>(
 
 // ---- broadcast ----
 
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct BroadcastBody {
+pub(super) struct BroadcastBody {
+    #[schema(min_length = 1, max_length = 64)]
     #[validate(
         length(min = 1, max = 64, message = "must be 1 to 64 characters"),
         custom(function = "not_reserved")
     )]
     event: String,
     data: Value,
+    /// Socket.IO room names (`chat:{id}`, `user:{id}`, `feed:public`).
+    #[schema(max_items = 1000)]
     #[validate(
         length(max = 1000, message = "must list at most 1000 rooms"),
         custom(function = "room_names")
     )]
     rooms: Option<Vec<String>>,
+    /// Users whose `user:{id}` rooms get the event.
+    #[schema(max_items = 1000)]
     #[validate(
         length(max = 1000, message = "must list at most 1000 user ids"),
         custom(function = "crate::http::validate_user_ids")
     )]
     user_ids: Option<Vec<String>>,
+    /// Room names whose sockets are left out.
+    #[schema(max_items = 1000)]
     #[validate(
         length(max = 1000, message = "must list at most 1000 rooms"),
         custom(function = "room_names")

@@ -11,6 +11,7 @@ mod health;
 mod internal;
 pub mod json;
 mod notifications;
+mod openapi;
 mod presence;
 mod realtime;
 mod push;
@@ -57,6 +58,7 @@ pub fn router<A: Adapter>(state: AppState<A>) -> Router {
         ));
     Router::new()
         .merge(health::router())
+        .merge(openapi::router(&state.core.config))
         .merge(crate::demo::router(&state.core.config))
         .nest("/api/v1/realtime", api)
         .nest(

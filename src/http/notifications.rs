@@ -25,10 +25,14 @@ pub fn router<A: Adapter>() -> Router<AppState<A>> {
         )
 }
 
-#[derive(Deserialize)]
-struct ListParams {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ListParams {
+    /// Page size: 1 to 100 (larger values are capped), default 20.
     limit: Option<u64>,
+    /// Only unread notifications.
     unread_only: Option<bool>,
+    /// The previous page's `nextCursor`.
     before: Option<String>,
 }
 
@@ -48,9 +52,10 @@ async fn list<A: Adapter>(
 }
 
 /// `{ notificationIds }` (at most 500) or `{ all: true }`; shared with the socket event.
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MarkReadBody {
+    #[schema(max_items = 500)]
     #[validate(length(max = 500))]
     pub notification_ids: Option<Vec<String>>,
     pub all: Option<bool>,

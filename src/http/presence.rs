@@ -46,9 +46,12 @@ async fn put_activity<A: Adapter>(
     own_view(&state, &user).await
 }
 
-#[derive(Deserialize)]
-struct PageParams {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct PageParams {
+    /// Page size: 1 to 100 (larger values are capped), default 20.
     limit: Option<u64>,
+    /// The previous page's `nextCursor`.
     before: Option<String>,
 }
 

@@ -24,9 +24,12 @@ pub fn router<A: Adapter>() -> Router<AppState<A>> {
         .route("/chat/rooms/{room_id}/receipts", get(receipts::<A>))
 }
 
-#[derive(Deserialize)]
-struct MemberPageParams {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct MemberPageParams {
+    /// Page size: 1 to 100 (larger values are capped), default 20.
     limit: Option<u64>,
+    /// The previous page's `nextCursor`.
     before: Option<String>,
 }
 

@@ -32,8 +32,9 @@ pub fn register<A: Adapter>(socket: &SocketRef<A>) {
 }
 
 /// `presence:activity` / `PUT /presence/activity`.
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 pub struct ActivityPayload {
+    #[schema(min_length = 1, max_length = 64)]
     #[validate(length(min = 1, max = 64))]
     pub activity: String,
     pub metadata: Option<Map<String, Value>>,

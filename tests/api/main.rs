@@ -19,6 +19,7 @@ mod integrity;
 mod live_views;
 mod load;
 mod migrations;
+mod openapi;
 mod outage;
 mod poll;
 mod presence;

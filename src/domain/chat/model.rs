@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use entity::{message, room};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::time::serde_rfc3339;
 
 /// Kinds of room; the string forms are the contract's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RoomType {
     Direct,
@@ -41,7 +42,7 @@ pub const ROLE_OWNER: &str = "owner";
 pub const ROLE_MEMBER: &str = "member";
 
 /// One member as listed in a room object.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Member {
     pub user_id: String,
@@ -58,12 +59,13 @@ pub struct Member {
 /// `ROOM_MEMBERS_INLINE_MAX` list only the first ones (by join order) in `members`, so a room
 /// object stays a bounded size; `member_count` is always the total, and the full list is paged by
 /// `GET /chat/rooms/:id/members`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Room {
     pub id: String,
     #[serde(rename = "type")]
     pub room_type: RoomType,
+    #[schema(required = true)]
     pub name: Option<String>,
     pub created_by: String,
     #[serde(with = "serde_rfc3339")]
@@ -75,6 +77,7 @@ pub struct Room {
     pub unread_count: i64,
     /// Present in room lists (`GET /chat/rooms`), absent elsewhere.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Message>)]
     pub last_message: Option<Option<Message>>,
     /// Read watermarks of would-be viewers that `members` does not list (a big room's
     /// capped list), so `for_viewer` still finds their unread count; not sent.
@@ -128,7 +131,7 @@ impl Room {
 }
 
 /// Message kinds. `system` messages are written by the server only.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageType {
     Text,
@@ -149,7 +152,7 @@ impl MessageType {
 }
 
 /// A chat message on the wire.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
     pub id: String,
@@ -160,10 +163,13 @@ pub struct Message {
     pub content: String,
     #[serde(rename = "type")]
     pub message_type: String,
+    #[schema(required = true)]
     pub reply_to_id: Option<String>,
+    #[schema(required = true)]
     pub client_message_id: Option<String>,
     #[serde(with = "serde_rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[schema(required = true)]
     #[serde(with = "serde_rfc3339::option")]
     pub edited_at: Option<DateTime<Utc>>,
     pub deleted: bool,

@@ -124,11 +124,13 @@ impl ChatService {
 /// One member's watermarks as another member sees them (`GET …/receipts`). The read position
 /// of a member who turned `shareReadReceipts` off is `null` to everyone but themselves; their
 /// delivered position stays visible, as delivery receipts are not covered by that switch.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberReceipt {
     pub user_id: String,
+    #[schema(required = true)]
     pub read_seq: Option<i64>,
+    #[schema(required = true)]
     #[serde(with = "crate::time::serde_rfc3339::option")]
     pub read_at: Option<DateTime<Utc>>,
     pub delivered_seq: i64,
@@ -143,7 +145,7 @@ pub struct ReceiptPage {
 }
 
 /// The sent → delivered → read status of one of the viewer's own messages in a direct room.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageStatus {
     Sent,

@@ -36,7 +36,7 @@ use crate::time::serde_rfc3339;
 use crate::write_path::WritePath;
 
 /// A user's presence status as clients see it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Online,
@@ -161,13 +161,15 @@ pub trait PresenceStore: Send + Sync + 'static {
 }
 
 /// What one user's presence looks like to a viewer (or to themselves).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PresenceView {
     pub user_id: String,
     pub status: Status,
+    #[schema(required = true)]
     pub activity: Option<String>,
     pub metadata: Value,
+    #[schema(required = true)]
     #[serde(with = "serde_rfc3339::option")]
     pub last_seen: Option<DateTime<Utc>>,
 }
