@@ -472,3 +472,45 @@ async fn priority_sets_the_urgency_header() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_full_push_queue_drops_and_counts_instead_of_waiting() {
+    use switchboard::domain::notifications::{Created, Notification};
+    use switchboard::domain::preferences::Channels;
+    use switchboard::outbound::Outbound;
+    let config = crate::common::test_config(&["--push-queue-max", "1"]);
+    // No worker takes from this queue: the second notification finds it full.
+    let outbound = Outbound::from_config(&config).expect("push on in development");
+    let created = |id: &str, push: bool| Created {
+        notification: Notification {
+            id: id.into(),
+            notification_type: "like".into(),
+            title: "t".into(),
+            message: "m".into(),
+            data: json!({}),
+            priority: "normal".into(),
+            actor: None,
+            is_read: false,
+            created_at: chrono::Utc::now(),
+            expires_at: None,
+            user_id: "alice".into(),
+        },
+        deliver: true,
+        channels: Channels {
+            in_app: true,
+            push,
+            email: true,
+        },
+    };
+    outbound.created(&[
+        created("n1", true),
+        created("n2", false),
+        created("n3", true),
+    ]);
+    assert_eq!(outbound.stats.get(Outcome::PushQueued), 1);
+    assert_eq!(
+        outbound.stats.get(Outcome::PushDropped),
+        1,
+        "n3 is dropped, n2 never offered"
+    );
+}
