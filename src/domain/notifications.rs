@@ -143,7 +143,8 @@ impl NotificationService {
     /// a few bulk inserts and one preference query per chunk, not thousands of round trips. The
     /// webhook's outbox rows (recipients with `email: true`) are written in the same
     /// transaction, so a stored notification never misses its webhook; pushes are queued after
-    /// the commit, without waiting.
+    /// the commit, without waiting. (`_prefs` is kept for callers: the channels are read
+    /// inside the transaction instead.)
     pub async fn create(
         &self,
         _prefs: &PreferenceService,

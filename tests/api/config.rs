@@ -123,3 +123,61 @@ async fn startup_refuses_an_invalid_config() {
     let error = format!("{:#}", result.err().expect("build refused"));
     assert!(error.contains("JWT_PUBLIC_KEY_FILE"), "{error}");
 }
+
+#[test]
+fn push_and_webhook_settings_come_in_pairs() {
+    let key = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA";
+    let error = refusal(&test_config(&["--vapid-private-key", key]));
+    assert!(error.contains("VAPID_SUBJECT"), "{error}");
+    let error = refusal(&test_config(&[
+        "--vapid-private-key",
+        key,
+        "--vapid-subject",
+        "ops@example.com",
+    ]));
+    assert!(error.contains("mailto:"), "{error}");
+    test_config(&[
+        "--vapid-private-key",
+        key,
+        "--vapid-subject",
+        "mailto:ops@example.com",
+    ])
+    .validate()
+    .expect("a key with a subject validates");
+
+    let error = refusal(&test_config(&[
+        "--notification-webhook-url",
+        "https://app.example.com/hook",
+    ]));
+    assert!(error.contains("NOTIFICATION_WEBHOOK_SECRET"), "{error}");
+    let error = refusal(&test_config(&[
+        "--notification-webhook-url",
+        "app.example.com/hook",
+        "--notification-webhook-secret",
+        "s",
+    ]));
+    assert!(error.contains("http(s)"), "{error}");
+}
+
+#[tokio::test]
+async fn a_key_that_is_not_p256_stops_startup() {
+    let scratch = ScratchDir::new("vapid");
+    let url = format!("sqlite://{}?mode=rwc", scratch.path().join("db").display());
+    let config = test_config(&[
+        "--port",
+        "0",
+        "--host",
+        "127.0.0.1",
+        "--database-url",
+        &url,
+        "--vapid-private-key",
+        "AAAA",
+        "--vapid-subject",
+        "mailto:ops@example.com",
+    ]);
+    let error = match Application::build(config).await {
+        Ok(_) => panic!("a bad VAPID key was accepted"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("VAPID_PRIVATE_KEY"), "{error}");
+}

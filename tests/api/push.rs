@@ -62,6 +62,10 @@ fn vapid_key() -> String {
 }
 
 async fn push_app(extra: &[&str]) -> TestApp {
+    push_app_on(Backend::Sqlite, extra).await
+}
+
+async fn push_app_on(backend: Backend, extra: &[&str]) -> TestApp {
     let key = vapid_key();
     let mut args = vec![
         "--service-api-key",
@@ -74,7 +78,7 @@ async fn push_app(extra: &[&str]) -> TestApp {
         "20",
     ];
     args.extend_from_slice(extra);
-    spawn_app_with(Backend::Sqlite, &args).await
+    spawn_app_with(backend, &args).await
 }
 
 async fn subscribe(app: &TestApp, user: &str, body: &Value) -> reqwest::Response {
@@ -138,9 +142,10 @@ async fn assert_vapid(app: &TestApp, push: &Received, origin: &str) {
     assert!(exp <= crate::common::unix_now() + 24 * 3600);
 }
 
-#[tokio::test]
-async fn subscriptions_are_registered_listed_and_removed_by_their_owner() {
-    let app = push_app(&["--push-subscriptions-per-user", "2"]).await;
+backend_tests!(subscriptions_are_registered_listed_and_removed_by_their_owner);
+
+async fn subscriptions_are_registered_listed_and_removed_by_their_owner(backend: Backend) {
+    let app = push_app_on(backend, &["--push-subscriptions-per-user", "2"]).await;
     let browser = Browser::new();
     let body = browser.subscription("https://push.example.com/send/one");
 
@@ -228,6 +233,25 @@ async fn subscriptions_are_registered_listed_and_removed_by_their_owner() {
         .await
         .unwrap();
     assert_eq!(by_alice.status(), 204);
+
+    // Bob signs into the same browser: its subscription moves to him.
+    let shared = Browser::new().subscription("https://push.example.com/send/2");
+    assert_eq!(subscribe(&app, "bob", &shared).await.status(), 201);
+    let list: Value = app
+        .client
+        .get(app.url("/api/v1/realtime/push/subscriptions"))
+        .bearer_auth(app.token("alice"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["items"],
+        json!([]),
+        "alice no longer gets bob's pushes"
+    );
 }
 
 #[tokio::test]
@@ -471,4 +495,46 @@ async fn priority_sets_the_urgency_header() {
             payload["priority"]
         );
     }
+}
+
+#[tokio::test]
+async fn a_full_push_queue_drops_and_counts_instead_of_waiting() {
+    use switchboard::domain::notifications::{Created, Notification};
+    use switchboard::domain::preferences::Channels;
+    use switchboard::outbound::Outbound;
+    let config = crate::common::test_config(&["--push-queue-max", "1"]);
+    // No worker takes from this queue: the second notification finds it full.
+    let outbound = Outbound::from_config(&config).expect("push on in development");
+    let created = |id: &str, push: bool| Created {
+        notification: Notification {
+            id: id.into(),
+            notification_type: "like".into(),
+            title: "t".into(),
+            message: "m".into(),
+            data: json!({}),
+            priority: "normal".into(),
+            actor: None,
+            is_read: false,
+            created_at: chrono::Utc::now(),
+            expires_at: None,
+            user_id: "alice".into(),
+        },
+        deliver: true,
+        channels: Channels {
+            in_app: true,
+            push,
+            email: true,
+        },
+    };
+    outbound.created(&[
+        created("n1", true),
+        created("n2", false),
+        created("n3", true),
+    ]);
+    assert_eq!(outbound.stats.get(Outcome::PushQueued), 1);
+    assert_eq!(
+        outbound.stats.get(Outcome::PushDropped),
+        1,
+        "n3 is dropped, n2 never offered"
+    );
 }

@@ -238,3 +238,28 @@ async fn a_delivery_out_of_attempts_is_marked_failed() {
     assert_eq!(rows[0].attempts, 2);
     assert_eq!(rows[0].last_error.as_deref(), Some("HTTP 400 Bad Request"));
 }
+
+#[tokio::test]
+async fn group_invites_made_with_a_new_group_reach_the_webhook() {
+    let mut receiver = Receiver::start().await;
+    let args = webhook_args(&format!("{}/hook", receiver.address));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let app = spawn_app_with(Backend::Sqlite, &args).await;
+    let created = app
+        .client
+        .post(app.url("/api/v1/realtime/chat/rooms"))
+        .bearer_auth(app.token("alice"))
+        .json(&json!({ "participants": ["bob", "carol"], "type": "group", "name": "Trip" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let mut invited = Vec::new();
+    for _ in 0..2 {
+        let body = verified(&receiver.next().await);
+        assert_eq!(body["notification"]["type"], "group_invite");
+        invited.push(body["user"]["id"].as_str().unwrap().to_owned());
+    }
+    invited.sort();
+    assert_eq!(invited, ["bob", "carol"], "the creator is not invited");
+}
