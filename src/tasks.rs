@@ -29,7 +29,68 @@ pub fn spawn_all<A: Adapter>(io: SocketIo<A>, core: Arc<Core>) {
     if core.redis.is_some() {
         tokio::spawn(slot_reconciler(core.clone()));
     }
+    tokio::spawn(event_purger(core.clone()));
     tokio::spawn(notification_purger(core));
+}
+
+/// Journal entries deleted per transaction, so a purge never holds the write path for long.
+const EVENT_PURGE_BATCH: u64 = 1_000;
+
+/// Deletes journal entries past their kind's retention (`EVENT_RETENTION_*_MS`) every
+/// `EVENT_PURGE_INTERVAL_MS`, in bounded batches; a cursor older than what went is answered
+/// with a `reset` of that kind.
+async fn event_purger(core: Arc<Core>) {
+    use crate::pipeline::{Kind, journal};
+    let period = Duration::from_millis(core.config.event_purge_interval_ms);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tracing::info!(task = "event_purger", ?period, "started");
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = core.shutdown.cancelled() => break,
+        }
+        for kind in Kind::ALL {
+            let retention = match kind {
+                Kind::Chat => core.config.event_retention_chat_ms,
+                Kind::Notification => core.config.event_retention_notifications_ms,
+                Kind::Feed => core.config.event_retention_feed_ms,
+            };
+            let before =
+                Utc::now().timestamp_millis() - i64::try_from(retention).unwrap_or(i64::MAX);
+            loop {
+                if core.shutdown.is_cancelled() {
+                    break;
+                }
+                let purged = async {
+                    let tx = core.writes.begin().await?;
+                    let n = journal::purge(&*tx, kind, before, EVENT_PURGE_BATCH).await?;
+                    tx.commit().await?;
+                    Ok::<u64, sea_orm::DbErr>(n)
+                }
+                .await;
+                match purged {
+                    Ok(n) if n < EVENT_PURGE_BATCH => {
+                        if n > 0 {
+                            tracing::debug!(
+                                task = "event_purger",
+                                kind = kind.as_str(),
+                                purged = n,
+                                "journal purged"
+                            );
+                        }
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(task = "event_purger", kind = kind.as_str(), error = %e, "purge failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    tracing::info!(task = "event_purger", "stopped");
 }
 
 /// Probes the database every `DB_PROBE_INTERVAL_MS` (each probe bounded by

@@ -16,7 +16,14 @@ const MAX_BATCH: usize = 2_000;
 pub(super) async fn run(core: Arc<Core>, mut appends: mpsc::Receiver<Append>) {
     tracing::info!(task = "event_appender", "started");
     let pipeline = &core.pipeline;
-    while let Some(first) = appends.recv().await {
+    loop {
+        // Graceful shutdown drains the queue (`Pipeline::drain`) before cancelling; a
+        // cancellation without it (tests, a failed start) just stops.
+        let first = tokio::select! {
+            first = appends.recv() => first,
+            () = core.shutdown.cancelled() => None,
+        };
+        let Some(first) = first else { break };
         let mut batch = vec![first];
         let mut count = batch[0].events.len();
         while count < MAX_BATCH {

@@ -82,6 +82,40 @@ pub struct Held {
     pub overflowed: bool,
 }
 
+/// The held receivers, by id and by room, so matching an event costs its targets, not the
+/// number of receivers resuming (a reconnect avalanche holds thousands at once).
+#[derive(Default)]
+struct HeldSet {
+    by_id: HashMap<String, Held>,
+    by_room: HashMap<String, HashSet<String>>,
+}
+
+impl HeldSet {
+    fn index(&mut self, id: &str, room: &str) {
+        self.by_room
+            .entry(room.to_owned())
+            .or_default()
+            .insert(id.to_owned());
+    }
+
+    fn unindex(&mut self, id: &str, room: &str) {
+        if let Some(ids) = self.by_room.get_mut(room) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_room.remove(room);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Held> {
+        let held = self.by_id.remove(id)?;
+        for room in &held.rooms {
+            self.unindex(id, room);
+        }
+        Some(held)
+    }
+}
+
 /// The receiving ends, taken once by the tasks that consume them.
 struct Parts {
     appends: mpsc::Receiver<Append>,
@@ -97,8 +131,8 @@ pub struct Pipeline {
     input: mpsc::Sender<Input>,
     parts: Mutex<Option<Parts>>,
     bus: Option<bus::Publisher>,
-    /// Receivers being handed over, by id (socket id), with what reached them meanwhile.
-    held: Mutex<HashMap<String, Held>>,
+    /// Receivers being handed over, with what reached them meanwhile.
+    held: Mutex<HeldSet>,
     held_count: AtomicUsize,
     /// Set when the appender has stored and handed on everything it accepted.
     drained: tokio::sync::Notify,
@@ -118,7 +152,7 @@ impl Pipeline {
             input: input_tx,
             parts: Mutex::new(Some(Parts { appends, input })),
             bus,
-            held: Mutex::new(HashMap::new()),
+            held: Mutex::new(HeldSet::default()),
             held_count: AtomicUsize::new(0),
             drained: tokio::sync::Notify::new(),
             appender_done: std::sync::atomic::AtomicBool::new(false),
@@ -258,7 +292,11 @@ impl Pipeline {
     /// [`Pipeline::in_order`]).
     pub fn hold(&self, id: &str, user_id: &str, rooms: HashSet<String>) {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        held.insert(
+        held.remove(id);
+        for room in &rooms {
+            held.index(id, room);
+        }
+        held.by_id.insert(
             id.to_owned(),
             Held {
                 user_id: user_id.to_owned(),
@@ -267,37 +305,57 @@ impl Pipeline {
                 overflowed: false,
             },
         );
-        self.held_count.store(held.len(), Ordering::Release);
+        self.held_count.store(held.by_id.len(), Ordering::Release);
     }
 
     /// Takes what was held for `id` so far and keeps holding (an empty buffer from now on).
     pub fn take_held(&self, id: &str) -> Option<(Vec<Event>, bool)> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        held.get_mut(id)
+        held.by_id
+            .get_mut(id)
             .map(|h| (std::mem::take(&mut h.events), h.overflowed))
     }
 
     /// Stops holding for `id`; returns its state (rooms as they are now, held events).
     pub fn release(&self, id: &str) -> Option<Held> {
+        if self.held_count.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let out = held.remove(id);
-        self.held_count.store(held.len(), Ordering::Release);
+        self.held_count.store(held.by_id.len(), Ordering::Release);
         out
     }
 
-    /// The dispatcher: keeps `event` for every held receiver it reaches.
+    /// The dispatcher: keeps `event` for every held receiver it reaches. What is kept is the
+    /// event without its audience (it goes to that one receiver): shared name and payload.
     pub(crate) fn hold_event(&self, event: &Event) {
         if self.held_count.load(Ordering::Acquire) == 0 {
             return;
         }
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        for h in held.values_mut() {
-            if event.reaches(h.rooms.iter().map(String::as_str)) {
-                if h.events.len() >= HOLD_MAX {
-                    h.overflowed = true;
-                } else {
-                    h.events.push(event.clone());
-                }
+        let mut guard = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let held = &mut *guard;
+        let mut reached: HashSet<&String> = HashSet::new();
+        for target in &event.targets {
+            if let Some(ids) = held.by_room.get(target) {
+                reached.extend(ids.iter());
+            }
+        }
+        if reached.is_empty() {
+            return;
+        }
+        let kept = event.clone_shallow();
+        for id in reached {
+            let Some(h) = held.by_id.get_mut(id) else {
+                continue;
+            };
+            if event.except.iter().any(|e| h.rooms.contains(e)) {
+                continue;
+            }
+            if h.events.len() >= HOLD_MAX {
+                h.overflowed = true;
+            } else {
+                h.events.push(kept.clone());
             }
         }
     }
@@ -307,12 +365,26 @@ impl Pipeline {
         if self.held_count.load(Ordering::Acquire) == 0 {
             return;
         }
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        for h in held.values_mut().filter(|h| h.user_id == user_id) {
+        let mut guard = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let held = &mut *guard;
+        let ids: Vec<String> = held
+            .by_id
+            .iter()
+            .filter(|(_, h)| h.user_id == user_id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            if let Some(h) = held.by_id.get_mut(&id) {
+                if join {
+                    h.rooms.insert(room.to_owned());
+                } else {
+                    h.rooms.remove(room);
+                }
+            }
             if join {
-                h.rooms.insert(room.to_owned());
+                held.index(&id, room);
             } else {
-                h.rooms.remove(room);
+                held.unindex(&id, room);
             }
         }
     }
@@ -367,4 +439,48 @@ pub(crate) fn spawn_appender(
     let parts = core.pipeline.take_parts()?;
     tokio::spawn(appender::run(core.clone(), parts.appends));
     Some(parts.input)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(targets: &[&str], except: &[&str]) -> Event {
+        Event::new("e", &1, targets.iter().map(|t| (*t).to_owned()).collect())
+            .unwrap()
+            .except(except.iter().map(|e| (*e).to_owned()))
+    }
+
+    #[test]
+    fn held_receivers_get_what_reaches_their_rooms_once() {
+        let p = Pipeline::new("ep".into(), "n".into(), None);
+        let rooms = |r: &[&str]| r.iter().map(|s| (*s).to_owned()).collect();
+        p.hold("s1", "u", rooms(&["user:u", "chat:a", "s1"]));
+        p.hold("s2", "v", rooms(&["user:v", "chat:a", "s2"]));
+        p.hold_event(&event(&["chat:a", "user:u"], &[]));
+        p.hold_event(&event(&["chat:a"], &["s1"]));
+        p.hold_event(&event(&["chat:a"], &["user:v"]));
+        p.hold_event(&event(&["chat:b"], &[]));
+        // u joins chat:b while held; v's socket is not concerned.
+        p.hold_membership("u", "chat:b", true);
+        p.hold_event(&event(&["chat:b"], &[]));
+        let (s1, overflowed) = p.take_held("s1").unwrap();
+        assert!(!overflowed);
+        assert_eq!(s1.len(), 3, "once per event, minus its exception");
+        assert!(
+            s1.iter().all(|e| e.targets.is_empty()),
+            "kept without audience"
+        );
+        assert_eq!(p.take_held("s2").unwrap().0.len(), 2);
+        let released = p.release("s1").unwrap();
+        assert!(released.rooms.contains("chat:b"));
+        p.hold_event(&event(&["chat:a"], &[]));
+        assert!(p.take_held("s1").is_none(), "released: nothing more held");
+        assert_eq!(p.take_held("s2").unwrap().0.len(), 1);
+        p.release("s2");
+        assert!(
+            p.held.lock().unwrap().by_room.is_empty(),
+            "no index left behind"
+        );
+    }
 }

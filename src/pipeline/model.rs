@@ -88,6 +88,19 @@ impl Event {
         })
     }
 
+    /// A copy without its audience (targets and exceptions empty): what one receiver keeps.
+    pub fn clone_shallow(&self) -> Self {
+        Self {
+            id: self.id,
+            name: self.name.clone(),
+            payload: self.payload.clone(),
+            targets: Vec::new(),
+            except: Vec::new(),
+            kind: self.kind,
+            feed: self.feed.clone(),
+        }
+    }
+
     /// Marks the event as journaled in the stream `kind`.
     pub fn journaled(mut self, kind: Kind) -> Self {
         self.kind = Some(kind);
@@ -176,7 +189,7 @@ mod tests {
         assert!(e.reaches(["user:a", "feed:public"]));
         assert!(!e.reaches(["chat:r", "user:b"]));
         assert!(!e.reaches(["user:c"]));
-        assert_eq!(&*e.payload.get(), "1");
+        assert_eq!(e.payload.get(), "1");
     }
 
     #[test]

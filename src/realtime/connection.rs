@@ -17,8 +17,8 @@ use super::slots::SlotGuard;
 use crate::auth::AuthUser;
 use crate::domain::{chat, notifications, users};
 use crate::error::{AppError, AppResult};
+use crate::pipeline::Event;
 use crate::pipeline::journal::{self, FeedMode, ReplayRequest};
-use crate::pipeline::{Cursor, Event};
 use crate::state::Core;
 
 /// The namespace every client connects to.
@@ -125,15 +125,12 @@ async fn start_session<A: Adapter>(
     }
     let unread = notifications::unread_count(&core.db, &user.id).await?;
 
-    // (1) Hold from here on. A cursor ahead of this node's dispatcher (the client came from a
-    // node that was further) is waited for, so nothing it already has is sent again.
+    // (1) Hold from here on, once this node's dispatcher delivered everything journaled so
+    // far: a dispatcher behind the journal (its bus was down, or the client comes from a node
+    // that was further) catches up first, so the cursor given is the journal's head and
+    // nothing before it arrives again as live.
     let sid = socket.id.to_string();
-    let min = resume
-        .cursor
-        .as_deref()
-        .and_then(|c| c.parse::<Cursor>().ok())
-        .filter(|c| c.epoch == core.pipeline.epoch())
-        .map_or(0, |c| c.id);
+    let (min, _) = journal::head(&core.db).await?;
     let through = {
         let c = core.clone();
         let sid = sid.clone();

@@ -461,7 +461,47 @@ async fn an_event_missing_from_the_bus_is_filled_from_the_journal(backend: Backe
     );
 }
 
+/// The purge task deletes chat events past `EVENT_RETENTION_CHAT_MS`: a cursor from before
+/// them is told to refetch chat, and still gets the notifications it missed.
+async fn retention_purges_and_resets_only_that_kind(backend: Backend) {
+    let mut a = args();
+    a.extend([
+        "--event-retention-chat-ms",
+        "1",
+        "--event-purge-interval-ms",
+        "20",
+    ]);
+    let app = spawn_app_with(backend, &a).await;
+    let room = group(&app, "alice", &["bob"]).await;
+    let (bob, ready) = connect(&app, "bob", None, None).await;
+    let cursor = ready["cursor"].as_str().expect("cursor").to_owned();
+    bob.close().await;
+    send(&app, "alice", &room, "soon gone").await;
+    service(
+        &app,
+        "POST",
+        "/notifications",
+        json!({ "userIds": ["bob"], "type": "like", "title": "t", "message": "m" }),
+    )
+    .await;
+    let (bob, ready) = loop {
+        let (socket, ready) = connect(&app, "bob", Some(&cursor), None).await;
+        if ready["reset"] == json!(["chat"]) {
+            break (socket, ready);
+        }
+        // Not purged yet: what it got is the full replay.
+        assert_eq!(ready["recovered"], json!(true), "{ready}");
+        socket.close().await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let mut bob = bob;
+    assert_eq!(ready["recovered"], json!(false));
+    let names: Vec<String> = journaled(&mut bob).await.into_iter().map(|e| e.0).collect();
+    assert_eq!(names, ["notification:new"]);
+}
+
 backend_tests!(
+    retention_purges_and_resets_only_that_kind,
     every_kind_is_resumed_on_one_node,
     a_cursor_that_cannot_be_resumed_resets,
     feed_activities_resume_for_feed_sockets,
