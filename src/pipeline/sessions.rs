@@ -271,6 +271,9 @@ impl Drop for Busy {
 
 struct Entry {
     user_id: String,
+    /// `user:{id}`: an exception naming the user skips every session of theirs, a room stream
+    /// (which is not in that room) included.
+    user_room: String,
     transport: Transport,
     tag: String,
     rooms: HashSet<String>,
@@ -367,6 +370,7 @@ impl Sessions {
         });
         let entry = Entry {
             user_id: spec.user_id.clone(),
+            user_room: format!("user:{}", spec.user_id),
             transport: spec.transport,
             tag: tag.clone(),
             rooms: spec.rooms.iter().cloned().collect(),
@@ -439,7 +443,7 @@ impl Sessions {
                 let excepted = event
                     .except
                     .iter()
-                    .any(|e| *e == entry.tag || entry.rooms.contains(e));
+                    .any(|e| *e == entry.tag || *e == entry.user_room || entry.rooms.contains(e));
                 if excepted {
                     continue;
                 }
@@ -642,6 +646,11 @@ mod tests {
         sessions.deliver(&event("n", &["chat:n"]));
         assert_eq!(names(&all), ["n"]);
         assert!(names(&room).is_empty(), "a room stream keeps to its room");
+        sessions.deliver(&event("typing", &["chat:r"]).except(["user:a".to_owned()]));
+        assert!(
+            names(&room).is_empty(),
+            "nor does it hear its own user's typing"
+        );
         sessions.leave("a", "chat:n");
         sessions.deliver(&event("n2", &["chat:n"]));
         assert!(names(&all).is_empty());

@@ -124,6 +124,23 @@ const ROUTES: &[(&str, &str, Caller)] = &[
         "/api/v1/realtime/push/subscriptions/{message}",
         Caller::User,
     ),
+    (
+        "POST",
+        "/api/v1/realtime/chat/rooms/{room}/typing",
+        Caller::User,
+    ),
+    (
+        "POST",
+        "/api/v1/realtime/chat/rooms/{room}/read",
+        Caller::User,
+    ),
+    (
+        "POST",
+        "/api/v1/realtime/chat/rooms/{room}/delivered",
+        Caller::User,
+    ),
+    ("PUT", "/api/v1/realtime/presence/status", Caller::User),
+    ("GET", "/api/v1/realtime/status", Caller::User),
     ("PUT", "/api/v1/internal/users/{user}", Caller::Service),
     ("PUT", "/api/v1/internal/follows", Caller::Service),
     ("DELETE", "/api/v1/internal/follows", Caller::Service),
@@ -282,6 +299,9 @@ fn template(route: usize) -> Value {
             json!({ "preferences": { "like": { "inApp": false }, "shareTyping": true } })
         }
         ("PUT", "activity") => json!({ "activity": "viewing:post:1", "metadata": { "a": 1 } }),
+        ("POST", "typing") => json!({ "isTyping": true }),
+        ("POST", "read" | "delivered") => json!({ "upToSeq": 1 }),
+        ("PUT", "status") => json!({ "status": "busy" }),
         ("POST", "rooms") => {
             json!({ "participants": ["bob", "carol"], "type": "group", "name": "G" })
         }

@@ -105,7 +105,7 @@ async fn open(
         seen: opened.last,
         session: opened.session,
         done: false,
-        _guard: guard,
+        registered: guard,
     };
     let mut response = Sse::new(live(state)).keep_alive(keep_alive).into_response();
     // Reverse proxies (nginx) must pass frames on at once, not buffer them.
@@ -180,7 +180,7 @@ struct Live {
     seen: u64,
     session: Session,
     done: bool,
-    _guard: Registered,
+    registered: Registered,
 }
 
 fn live(state: Live) -> impl Stream<Item = Result<SseEvent, Infallible>> {
@@ -192,7 +192,13 @@ fn live(state: Live) -> impl Stream<Item = Result<SseEvent, Infallible>> {
             return Some((Ok(frame), st));
         }
         loop {
-            match st.session.next().await {
+            // A graceful stop ends the stream: the client reconnects (to another node) and
+            // resumes from its last id, losing nothing the journal holds.
+            let next = tokio::select! {
+                next = st.session.next() => next,
+                () = st.registered.core.shutdown.cancelled() => return None,
+            };
+            match next {
                 Next::Event(event) => {
                     if let Some(id) = event.id {
                         if id <= st.seen {
