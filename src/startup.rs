@@ -263,9 +263,6 @@ impl Application {
             async move {
                 signal.await;
                 tracing::info!("shutting down");
-                // Every accepted event is committed and handed on before sockets go: their
-                // clients resume from the journal wherever they reconnect.
-                core.pipeline.drain().await;
                 // Sockets first: their transports are long-lived requests that would otherwise
                 // keep the HTTP server from finishing.
                 closer().await;
@@ -294,6 +291,10 @@ impl Application {
                 tracing::warn!("graceful shutdown timed out; exiting with requests in flight");
             }
         }
+        // Every event accepted until the last request finished is committed and handed to
+        // the other nodes: the clients of this node resume from the journal wherever they
+        // reconnect.
+        core.pipeline.drain().await;
         core.db.clone().close().await.ok();
         tracing::info!("stopped");
         Ok(())

@@ -16,14 +16,9 @@ const MAX_BATCH: usize = 2_000;
 pub(super) async fn run(core: Arc<Core>, mut appends: mpsc::Receiver<Append>) {
     tracing::info!(task = "event_appender", "started");
     let pipeline = &core.pipeline;
-    loop {
-        // Graceful shutdown drains the queue (`Pipeline::drain`) before cancelling; a
-        // cancellation without it (tests, a failed start) just stops.
-        let first = tokio::select! {
-            first = appends.recv() => first,
-            () = core.shutdown.cancelled() => None,
-        };
-        let Some(first) = first else { break };
+    // Runs until `Pipeline::drain` closes the queue, after the node's last request: what was
+    // accepted until then is stored and handed on.
+    while let Some(first) = appends.recv().await {
         let mut batch = vec![first];
         let mut count = batch[0].events.len();
         while count < MAX_BATCH {

@@ -111,6 +111,7 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    /// A publisher on the command client, for the deployment's `prefix`.
     pub fn new(client: Client, prefix: &str) -> Self {
         Self {
             client,

@@ -394,7 +394,7 @@ impl Pipeline {
     }
 
     /// Stops accepting journaled events and waits until every accepted one is committed and
-    /// handed to the dispatcher and the bus (graceful shutdown, before sockets close).
+    /// handed to the bus (the end of a graceful shutdown, once the last request is done).
     pub async fn drain(&self) {
         let sender = self
             .appends

@@ -93,7 +93,7 @@ const HANDOFF_ROUNDS: usize = 8;
 /// id delivered; (2) replay the journal from the client's cursor up to that id; (3) send
 /// `session:ready` (with `cursor`, `recovered`, `reset`, `replayed`) and the replayed events;
 /// (4) send what was held meanwhile, and, inside the dispatcher again, join the rooms and stop
-/// holding; (5) `presence:snapshot` and `notification:unread_count`.
+/// holding; (5) `presence:snapshot`, and `notification:unread_count` after a resume.
 async fn start_session<A: Adapter>(
     socket: &SocketRef<A>,
     user: &AuthUser,
@@ -231,15 +231,18 @@ async fn start_session<A: Adapter>(
         return Ok(());
     }
 
-    // (5) State, not history.
+    // (5) State, not history. A fresh client has its count in `session:ready` already (and
+    // existing clients expect no count they did not cause), so only a resume gets it again.
     let snapshot = presence_snapshot(core, &user.id).await;
     send_waiting(socket, "presence:snapshot", &snapshot).await;
-    send_waiting(
-        socket,
-        "notification:unread_count",
-        &json!({ "count": unread }),
-    )
-    .await;
+    if resume.cursor.is_some() {
+        send_waiting(
+            socket,
+            "notification:unread_count",
+            &json!({ "count": unread }),
+        )
+        .await;
+    }
     Ok(())
 }
 
