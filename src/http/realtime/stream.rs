@@ -115,8 +115,8 @@ async fn open(
     response
 }
 
-/// `session:ready` (with the `retry:` hint and the resume position as its id), then the
-/// replayed events.
+/// `session:ready` (with the `retry:` hint, and the resume position as its id when nothing
+/// is replayed), then the replayed events.
 async fn first_frames(
     core: &Core,
     opened: &Opened,
@@ -129,13 +129,17 @@ async fn first_frames(
     let unread = crate::domain::notifications::unread_count(&core.db, user_id).await?;
     let ready = session_ready(opened, &replay, unread);
     let mut frames = VecDeque::with_capacity(replay.events.len() + 1);
-    frames.push_back(
-        SseEvent::default()
-            .event("session:ready")
-            .id(replay.cursor.to_string())
-            .retry(Duration::from_millis(core.config.sse_retry_ms))
-            .data(ready.to_string()),
-    );
+    let mut ready = SseEvent::default()
+        .event("session:ready")
+        .retry(Duration::from_millis(core.config.sse_retry_ms))
+        .data(ready.to_string());
+    // The resume position becomes the browser's `Last-Event-ID` only when nothing is replayed:
+    // with a replay, a stream cut before its last replayed frame must resume from the client's
+    // own cursor (an SSE event without `id:` keeps the previous one), not skip what is missing.
+    if replay.events.is_empty() {
+        ready = ready.id(replay.cursor.to_string());
+    }
+    frames.push_back(ready);
     let epoch = replay.cursor.epoch.clone();
     frames.extend(replay.events.iter().map(|e| frame(e, &epoch)));
     Ok(frames)
