@@ -1487,3 +1487,27 @@ async fn rate_limited_and_oversized_answers_match_the_document() {
     assert_eq!(err["error"]["code"], "TOO_MANY_CONNECTIONS");
     drop(first);
 }
+
+#[tokio::test]
+async fn the_vapid_key_route_answers_404_as_documented_while_push_is_off() {
+    // Production without `VAPID_PRIVATE_KEY`: no ephemeral key, push is off.
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[
+            "--environment",
+            "production",
+            "--allow-sqlite-in-production",
+            "--cors-origins",
+            "https://app.example.com",
+        ],
+    )
+    .await;
+    let mut c = Checker {
+        doc: fetch_document(&app).await,
+        seen: BTreeMap::new(),
+    };
+    let r = call(&app, Method::GET, VAPID_PATH, As::Nobody, None).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let err = c.check(Method::GET, r).await;
+    assert_eq!(err["error"]["code"], "NOT_FOUND");
+}
