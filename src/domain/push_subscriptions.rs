@@ -40,12 +40,13 @@ pub struct KeysJson {
 }
 
 /// A subscription as its owner sees it: never the keys, which only the server needs.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Subscription {
     pub id: String,
     pub endpoint: String,
     #[serde(with = "serde_rfc3339::option")]
+    #[schema(required = true)]
     pub expiration_time: Option<DateTime<Utc>>,
     #[serde(with = "serde_rfc3339")]
     pub created_at: DateTime<Utc>,

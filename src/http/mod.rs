@@ -13,8 +13,8 @@ pub mod json;
 mod notifications;
 mod openapi;
 mod presence;
-mod realtime;
 mod push;
+mod realtime;
 mod room_state;
 
 pub use notifications::MarkReadBody;

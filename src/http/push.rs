@@ -37,18 +37,24 @@ async fn public_key<A: Adapter>(State(state): State<AppState<A>>) -> AppResult<R
 }
 
 /// The browser's `PushSubscription.toJSON()`.
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct SubscribeBody {
+pub(super) struct SubscribeBody {
+    /// The push service's URL: `https` (plain `http` only for loopback in development).
     #[validate(length(min = 1, max = 2048, message = "must be 1 to 2048 characters"))]
+    #[schema(min_length = 1, max_length = 2048)]
     endpoint: String,
     keys: KeysBody,
+    /// Milliseconds since the epoch, or null.
     expiration_time: Option<f64>,
 }
 
-#[derive(Deserialize)]
-struct KeysBody {
+/// `keys` of a `PushSubscription`.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(super) struct KeysBody {
+    /// The browser's P-256 public key (65 bytes), base64url.
     p256dh: String,
+    /// The 16-byte authentication secret, base64url.
     auth: String,
 }
 

@@ -80,7 +80,7 @@ pub async fn delivered<A: Adapter>(
 }
 
 /// The statuses a user may choose (`offline` is not a choice: it follows from disconnecting).
-#[derive(Clone, Copy, Debug, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChosenStatus {
     Online,

@@ -16,6 +16,8 @@ use crate::common::{Backend, TestApp, spawn_app_with};
 
 const SERVICE_KEY: &str = "openapi-service-key-0123456789";
 const DOC_PATH: &str = "/api/v1/openapi.json";
+/// The one user route that needs no token.
+const VAPID_PATH: &str = "/api/v1/realtime/push/vapid-public-key";
 
 /// Where the routes of each source file are mounted, first match wins. A file with `.route(`
 /// calls that matches none fails the test: add it here (`every_route_is_documented_and_served`
@@ -343,7 +345,16 @@ async fn the_document_is_valid_openapi_3_1() {
         assert_eq!(in_template, declared, "{method} {path}");
 
         let security = operation["security"].to_string();
-        if path.starts_with("/api/v1/realtime/") {
+        if path == VAPID_PATH {
+            assert_eq!(operation["security"], json!([]), "{method} {path}");
+        } else if path.starts_with("/api/v1/realtime/stream")
+            || path.starts_with("/api/v1/realtime/poll")
+        {
+            assert!(
+                security.contains("bearerAuth") && security.contains("tokenQuery"),
+                "{method} {path}: {security}"
+            );
+        } else if path.starts_with("/api/v1/realtime/") {
             assert!(security.contains("bearerAuth"), "{method} {path}");
         } else if path.starts_with("/api/v1/internal/") {
             assert!(security.contains("apiKey"), "{method} {path}");
@@ -366,6 +377,10 @@ async fn the_document_is_valid_openapi_3_1() {
         }
         if path.starts_with("/api/v1/") && path != DOC_PATH {
             for status in ["401", "500", "503"] {
+                if path == VAPID_PATH && status == "401" {
+                    assert!(!responses.contains_key(status), "{method} {path}");
+                    continue;
+                }
                 assert!(
                     responses.contains_key(status),
                     "{method} {path} lacks {status}"
@@ -488,6 +503,69 @@ impl Checker {
             errors.join("\n")
         );
         body
+    }
+
+    /// Checks a 200 Server-Sent Events answer: documented as `text/event-stream`, never a
+    /// conditional answer, and its first frame whole. Returns that frame's `event`, `id` and
+    /// `data` (parsed as JSON); the response is dropped, which closes the stream.
+    async fn check_stream(&mut self, mut response: reqwest::Response) -> (String, String, Value) {
+        let path = response.url().path().to_owned();
+        let template = self.template_of(&Method::GET, &path);
+        assert_eq!(response.status(), StatusCode::OK, "GET {template}");
+        let content_type = response.headers()[header::CONTENT_TYPE].to_str().unwrap();
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "{template}: {content_type}"
+        );
+        assert!(!response.headers().contains_key(header::ETAG), "{template}");
+        let documented = resolve(
+            &self.doc,
+            &self.doc["paths"][&template]["get"]["responses"]["200"],
+        );
+        assert!(
+            documented["content"].get("text/event-stream").is_some(),
+            "GET {template} 200: {documented}"
+        );
+        self.seen
+            .entry(("GET".to_owned(), template.clone()))
+            .or_default()
+            .insert(200);
+        let mut text = String::new();
+        while !text.contains("\n\n") {
+            // A guard against a hang only: the first frame is written at once.
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), response.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("GET {template}: no first frame"))
+                .expect("reading the stream")
+                .unwrap_or_else(|| panic!("GET {template} ended before a frame: {text}"));
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        let frame = text.split("\n\n").next().unwrap_or_default();
+        let field = |name: &str| -> String {
+            frame
+                .lines()
+                .filter_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .map(|v| v.strip_prefix(' ').unwrap_or(v))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let data: Value = serde_json::from_str(&field("data"))
+            .unwrap_or_else(|e| panic!("GET {template}: data is not JSON ({e}): {frame}"));
+        (field("event"), field("id"), data)
+    }
+
+    /// Validates `value` against the component schema `name`.
+    fn check_schema(&self, name: &str, value: &Value) {
+        let schema = json!({ "$ref": format!("#/components/schemas/{name}") });
+        let errors: Vec<String> = validator(&self.doc, &schema)
+            .iter_errors(value)
+            .map(|e| format!("at {}: {e}", e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{name}: {}\n{value:#}",
+            errors.join("\n")
+        );
     }
 
     /// The documented template matching `path` for `method`, preferring literal segments
@@ -1072,6 +1150,213 @@ async fn responses_match_the_documented_schemas() {
     .await;
     c.check(M::GET, r).await;
 
+    // Realtime over HTTP: streams, polls, status and the REST actions.
+    let realtime = "/api/v1/realtime";
+    let r = call(
+        &app,
+        M::GET,
+        &format!("{realtime}/stream?feed=all"),
+        As::User("bob"),
+        None,
+    )
+    .await;
+    let (event, id, ready) = c.check_stream(r).await;
+    assert_eq!(event, "session:ready");
+    c.check_schema("StreamReady", &ready);
+    assert_eq!(ready["userId"], "bob", "{ready}");
+    assert_eq!(ready["cursor"], id.as_str(), "the frame's id is the cursor");
+    let token = app.token("alice");
+    let r = call(
+        &app,
+        M::GET,
+        &format!("{realtime}/stream/rooms/{direct_id}?token={token}"),
+        As::Nobody,
+        None,
+    )
+    .await;
+    let (event, _, ready) = c.check_stream(r).await;
+    assert_eq!(event, "session:ready");
+    c.check_schema("StreamReady", &ready);
+    assert_eq!(ready["userId"], "alice", "{ready}");
+    let r = call(
+        &app,
+        M::GET,
+        &format!("{realtime}/stream"),
+        As::Nobody,
+        None,
+    )
+    .await;
+    let err = c.check(M::GET, r).await;
+    assert_eq!(err["error"]["code"], "UNAUTHORIZED");
+    let r = call(
+        &app,
+        M::GET,
+        &format!("{realtime}/stream?feed=sideways"),
+        As::User("bob"),
+        None,
+    )
+    .await;
+    c.check(M::GET, r).await;
+    let r = call(
+        &app,
+        M::GET,
+        &format!("{realtime}/stream/rooms/{direct_id}"),
+        As::User("carol"),
+        None,
+    )
+    .await;
+    let err = c.check(M::GET, r).await;
+    assert_eq!(err["error"]["code"], "FORBIDDEN");
+    let r = call(
+        &app,
+        M::GET,
+        &format!("{realtime}/stream/rooms/no-such-room"),
+        As::User("carol"),
+        None,
+    )
+    .await;
+    c.check(M::GET, r).await;
+    let r = call(
+        &app,
+        M::GET,
+        &format!("{realtime}/poll"),
+        As::User("carol"),
+        None,
+    )
+    .await;
+    let first = c.check(M::GET, r).await;
+    let next = format!(
+        "{realtime}/poll?last_poll_id={}&session={}&timeout_ms=0",
+        first["lastPollId"].as_str().expect("a lastPollId"),
+        first["session"].as_str().expect("a session"),
+    );
+    let r = call(&app, M::GET, &next, As::User("carol"), None).await;
+    let polled = c.check(M::GET, r).await;
+    assert_eq!(polled["session"], first["session"], "{polled}");
+    let r = call(
+        &app,
+        M::GET,
+        &format!("{realtime}/poll?timeout_ms=soon"),
+        As::User("carol"),
+        None,
+    )
+    .await;
+    c.check(M::GET, r).await;
+    let r = call(&app, M::GET, &format!("{realtime}/poll"), As::Nobody, None).await;
+    c.check(M::GET, r).await;
+    let r = call(
+        &app,
+        M::GET,
+        &format!("{realtime}/status"),
+        As::User("carol"),
+        None,
+    )
+    .await;
+    let status = c.check(M::GET, r).await;
+    assert_eq!(status["byTransport"]["longpoll"], 1, "{status}");
+    let r = call(
+        &app,
+        M::GET,
+        &format!("{realtime}/status"),
+        As::Nobody,
+        None,
+    )
+    .await;
+    c.check(M::GET, r).await;
+    let direct = format!("{rooms}/{direct_id}");
+    let actions = [
+        ("typing", "alice", json!({ "isTyping": true })),
+        ("typing", "carol", json!({ "isTyping": true })),
+        ("typing", "alice", json!({ "isTyping": "yes" })),
+        ("read", "bob", json!({ "upToSeq": 1 })),
+        ("read", "bob", json!({ "upToSeq": -1 })),
+        ("delivered", "bob", json!({ "upToSeq": 1 })),
+        ("delivered", "carol", json!({ "upToSeq": 1 })),
+    ];
+    for (action, user, body) in actions {
+        let r = call(
+            &app,
+            M::POST,
+            &format!("{direct}/{action}"),
+            As::User(user),
+            Some(body),
+        )
+        .await;
+        c.check(M::POST, r).await;
+    }
+    let r = call(
+        &app,
+        M::POST,
+        &format!("{rooms}/no-such-room/read"),
+        As::User("bob"),
+        Some(json!({ "upToSeq": 1 })),
+    )
+    .await;
+    c.check(M::POST, r).await;
+    for (body, expected) in [
+        (json!({ "status": "away" }), StatusCode::OK),
+        (json!({ "status": "offline" }), StatusCode::BAD_REQUEST),
+    ] {
+        let r = call(
+            &app,
+            M::PUT,
+            &format!("{realtime}/presence/status"),
+            As::User("bob"),
+            Some(body),
+        )
+        .await;
+        assert_eq!(r.status(), expected);
+        c.check(M::PUT, r).await;
+    }
+
+    // Web Push.
+    let r = call(&app, M::GET, VAPID_PATH, As::Nobody, None).await;
+    let key = c.check(M::GET, r).await;
+    assert!(key["publicKey"].as_str().is_some_and(|k| !k.is_empty()));
+    let subscriptions = format!("{realtime}/push/subscriptions");
+    let subscription = json!({
+        "endpoint": "https://push.example.com/send/openapi", "expirationTime": null,
+        "keys": {
+            "p256dh": "BGUtS9N0KhF9v5RiSVsuQKfBdCLgAztiZ9WsQ_iBUD11mumsBtlBQw23yTwfZEBqgQD3nuF7AJ9cqJv63_g6_Yo",
+            "auth": "AAECAwQFBgcICQoLDA0ODw"
+        }
+    });
+    let mut subscription_id = String::new();
+    for expected in [StatusCode::CREATED, StatusCode::OK] {
+        let r = call(
+            &app,
+            M::POST,
+            &subscriptions,
+            As::User("alice"),
+            Some(subscription.clone()),
+        )
+        .await;
+        assert_eq!(r.status(), expected);
+        let stored = c.check(M::POST, r).await;
+        subscription_id = stored["id"].as_str().expect("an id").to_owned();
+    }
+    let mut bad = subscription.clone();
+    bad["endpoint"] = json!("ftp://push.example.com/x");
+    let r = call(&app, M::POST, &subscriptions, As::User("alice"), Some(bad)).await;
+    c.check(M::POST, r).await;
+    let r = call(&app, M::GET, &subscriptions, As::User("alice"), None).await;
+    let list = c.check(M::GET, r).await;
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+    let r = call(&app, M::GET, &subscriptions, As::Nobody, None).await;
+    c.check(M::GET, r).await;
+    for expected in [StatusCode::NO_CONTENT, StatusCode::NOT_FOUND] {
+        let r = call(
+            &app,
+            M::DELETE,
+            &format!("{subscriptions}/{subscription_id}"),
+            As::User("alice"),
+            None,
+        )
+        .await;
+        assert_eq!(r.status(), expected);
+        c.check(M::DELETE, r).await;
+    }
+
     // Operations and the demo.
     let served = [
         "/health",
@@ -1121,6 +1406,8 @@ async fn responses_match_the_documented_schemas() {
         "notifications",
         "presence",
         "service",
+        "realtime",
+        "push",
         "demo",
     ] {
         assert_eq!(by_tag.get(tag), Some(&(true, true)), "{tag}: {by_tag:?}");
@@ -1141,6 +1428,8 @@ async fn rate_limited_and_oversized_answers_match_the_document() {
             "1",
             "--max-payload-bytes",
             "2048",
+            "--max-connections-per-user",
+            "1",
         ],
     )
     .await;
@@ -1175,4 +1464,50 @@ async fn rate_limited_and_oversized_answers_match_the_document() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     c.check(Method::POST, r).await;
+
+    // A stream holds a connection slot: a second one is over the limit of 1.
+    let stream = "/api/v1/realtime/stream";
+    let held = request(&app, Method::GET, stream, As::User("bob"))
+        .send()
+        .await
+        .unwrap();
+    let (event, _, _) = c.check_stream(held).await;
+    assert_eq!(event, "session:ready");
+    let first = request(&app, Method::GET, stream, As::User("dave"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let r = request(&app, Method::GET, stream, As::User("dave"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let err = c.check(Method::GET, r).await;
+    assert_eq!(err["error"]["code"], "TOO_MANY_CONNECTIONS");
+    drop(first);
+}
+
+#[tokio::test]
+async fn the_vapid_key_route_answers_404_as_documented_while_push_is_off() {
+    // Production without `VAPID_PRIVATE_KEY`: no ephemeral key, push is off.
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[
+            "--environment",
+            "production",
+            "--allow-sqlite-in-production",
+            "--cors-origins",
+            "https://app.example.com",
+        ],
+    )
+    .await;
+    let mut c = Checker {
+        doc: fetch_document(&app).await,
+        seen: BTreeMap::new(),
+    };
+    let r = call(&app, Method::GET, VAPID_PATH, As::Nobody, None).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let err = c.check(Method::GET, r).await;
+    assert_eq!(err["error"]["code"], "NOT_FOUND");
 }

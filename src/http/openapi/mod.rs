@@ -14,7 +14,8 @@
 //!    params(…), request_body = …, responses(…))] fn operation_name() {}`, listing the answers
 //!    particular to the route (201, 403, 404, 409, 429…). The shared ones (401, 400, 413, 500,
 //!    503, 304 on user GETs) and the security scheme come from the path prefix, in
-//!    [`common_answers`].
+//!    [`common_answers`]; a user route that needs no token goes in [`PUBLIC_USER_PATHS`], a
+//!    GET outside the conditional-GET layer in [`UNCONDITIONAL_PREFIXES`].
 //! 3. Name the stub in `paths(…)` of [`ApiDoc`] below.
 //!
 //! `cargo test --test api openapi` then checks the route is documented, served, and answers as
@@ -53,6 +54,18 @@ const DEMO_PREFIX: &str = "/demo";
 /// Security scheme names in `components.securitySchemes`.
 const BEARER: &str = "bearerAuth";
 const API_KEY: &str = "apiKey";
+const TOKEN_QUERY: &str = "tokenQuery";
+/// User routes that need no token: what a page fetches before it has a user.
+const PUBLIC_USER_PATHS: &[&str] = &["/api/v1/realtime/push/vapid-public-key"];
+/// Prefixes of the routes that also take the JWT as `?token=` (`EventSource` sets no headers).
+const TOKEN_QUERY_PREFIXES: &[&str] = &["/api/v1/realtime/stream", "/api/v1/realtime/poll"];
+/// Prefixes of the user GETs outside the conditional-GET layer (no `ETag`, never 304): a
+/// stream has no end to hash, a poll or status answer is never the same twice.
+const UNCONDITIONAL_PREFIXES: &[&str] = &[
+    "/api/v1/realtime/stream",
+    "/api/v1/realtime/poll",
+    "/api/v1/realtime/status",
+];
 
 /// The document as derived from the stubs in [`paths`]; [`document`] adapts it to a config.
 #[derive(OpenApi)]
@@ -87,6 +100,18 @@ const API_KEY: &str = "apiKey";
         paths::own_presence,
         paths::put_activity,
         paths::online_friends,
+        paths::stream,
+        paths::stream_room,
+        paths::poll,
+        paths::session_status,
+        paths::typing,
+        paths::mark_read,
+        paths::mark_delivered,
+        paths::put_status,
+        paths::vapid_public_key,
+        paths::subscribe_push,
+        paths::list_push_subscriptions,
+        paths::unsubscribe_push,
         paths::upsert_user,
         paths::follow,
         paths::unfollow,
@@ -102,10 +127,13 @@ const API_KEY: &str = "apiKey";
         paths::demo_bundle,
         paths::demo_token,
     ),
-    // Schemas reached only through `#[serde(flatten)]` maps are not collected on their own.
+    // Schemas reached only through `#[serde(flatten)]` maps or query parameters are not
+    // collected on their own; `StreamReady` is the data of a stream's first frame.
     components(schemas(
         schemas::ErrorBody,
         schemas::ChannelChanges,
+        schemas::StreamReady,
+        crate::http::realtime::FeedParam,
         crate::domain::preferences::Channels
     )),
     modifiers(&CommonAnswers),
@@ -114,6 +142,9 @@ const API_KEY: &str = "apiKey";
         (name = "feed", description = "The caller's feed (Bearer JWT)"),
         (name = "notifications", description = "Notifications and preferences (Bearer JWT)"),
         (name = "presence", description = "Own and friends' presence (Bearer JWT)"),
+        (name = "realtime", description = "SSE streams, long polling and the REST twins of \
+            socket actions, for clients without Socket.IO (Bearer JWT or `?token=`)"),
+        (name = "push", description = "Web Push subscriptions (Bearer JWT)"),
         (name = "service", description = "For the app's backend (`X-Api-Key`)"),
         (name = "operations", description = "Health, metrics and this document"),
         (name = "demo", description = "The demo page, only while `DEMO_ENABLED`"),
@@ -216,6 +247,14 @@ impl Modify for CommonAnswers {
                 "`SERVICE_API_KEY`; without it configured the service API answers 401",
             ))),
         );
+        components.add_security_scheme(
+            TOKEN_QUERY,
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "token",
+                "The user's JWT as a query parameter, for streams and polls only \
+                 (`EventSource` cannot set headers); `Authorization` wins when both are sent",
+            ))),
+        );
         for (name, _, description) in ERROR_ANSWERS {
             components
                 .responses
@@ -241,8 +280,17 @@ impl Modify for CommonAnswers {
 fn common_answers(path: &str, method: &str, operation: &mut Operation) {
     let user = path.starts_with(USER_PREFIX);
     let service = path.starts_with(SERVICE_PREFIX);
-    if user {
-        operation.security = Some(vec![SecurityRequirement::new(BEARER, [""; 0])]);
+    let public = PUBLIC_USER_PATHS.contains(&path);
+    let conditional = !UNCONDITIONAL_PREFIXES.iter().any(|p| path.starts_with(p));
+    if public {
+        // Explicitly none, so a client generator sends no credentials.
+        operation.security = Some(Vec::new());
+    } else if user {
+        let mut security = vec![SecurityRequirement::new(BEARER, [""; 0])];
+        if TOKEN_QUERY_PREFIXES.iter().any(|p| path.starts_with(p)) {
+            security.push(SecurityRequirement::new(TOKEN_QUERY, [""; 0]));
+        }
+        operation.security = Some(security);
     } else if service {
         operation.security = Some(vec![SecurityRequirement::new(API_KEY, [""; 0])]);
     }
@@ -265,12 +313,14 @@ fn common_answers(path: &str, method: &str, operation: &mut Operation) {
     if has_body {
         shared("413", "PayloadTooLarge");
     }
-    if user || service {
+    if (user && !public) || service {
         shared("401", "Unauthorized");
+    }
+    if user || service {
         shared("500", "Internal");
         shared("503", "Unavailable");
     }
-    if user && method == "get" {
+    if user && conditional && method == "get" {
         shared("304", "NotModified");
     }
     for (status, response) in responses.iter_mut() {
@@ -282,7 +332,7 @@ fn common_answers(path: &str, method: &str, operation: &mut Operation) {
                 .headers
                 .insert("Retry-After".to_owned(), retry_after());
         }
-        if user && method == "get" && status == "200" {
+        if user && conditional && method == "get" && status == "200" {
             response.headers.insert(
                 "ETag".to_owned(),
                 text_header("A strong tag of the body; send it back in `If-None-Match`"),

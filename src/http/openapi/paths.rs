@@ -14,6 +14,7 @@ use crate::demo::TokenBody;
 use crate::domain::chat::{Message, Room};
 use crate::domain::feed::{Activity, Statistics};
 use crate::domain::presence::PresenceView;
+use crate::domain::push_subscriptions::Subscription;
 use crate::http::chat::{
     AddMembersBody, CreateRoomBody, EditBody, HistoryParams, PageParams, RenameBody, SearchParams,
     SendBody,
@@ -21,6 +22,10 @@ use crate::http::chat::{
 use crate::http::feed::{FeedParams, TrendingParams};
 use crate::http::internal::{ActivityBody, BroadcastBody, FollowBody, NotificationBody, UserBody};
 use crate::http::notifications::{ListParams, MarkReadBody};
+use crate::http::push::SubscribeBody;
+use crate::http::realtime::actions::{StatusBody, TypingBody, WatermarkBody};
+use crate::http::realtime::poll::PollParams;
+use crate::http::realtime::stream::StreamParams;
 use crate::http::room_state::MemberPageParams;
 use crate::realtime::presence::ActivityPayload;
 
@@ -248,6 +253,135 @@ fn put_activity() {}
     params(crate::http::presence::PageParams),
     responses((status = 200, description = "A page of online friends", body = PresencePage)))]
 fn online_friends() {}
+
+// ---- realtime over HTTP: SSE, long polling, REST actions ----
+
+#[utoipa::path(get, path = "/api/v1/realtime/stream", tag = "realtime",
+    summary = "Server-Sent Events: every event a socket of the caller would get",
+    description = "A `text/event-stream` that stays open. The first frame is `event: \
+        session:ready` with `data:` a `StreamReady` object, its `id:` the cursor and a `retry:` \
+        hint; then the events missed since `Last-Event-ID` (or `cursor`) from the journal, then \
+        live ones. Each event frame has `event:` the contract's event name, `data:` the same \
+        JSON as on Socket.IO and, for journaled events, `id:` its cursor. Keep-alive comments \
+        come every `SSE_KEEPALIVE_MS`. A stream the server closes ends with `event: \
+        session:error` `{ code, message }` (`SLOW_CONSUMER` past `SSE_QUEUE_DEPTH`). Errors \
+        before the stream starts are JSON in the contract's shape. The token may be sent as \
+        `?token=` (`EventSource` cannot set headers).",
+    params(StreamParams,
+        ("Last-Event-ID" = Option<String>, Header,
+            description = "The last frame's `id`, as the browser sends it on reconnect")),
+    responses(
+        (status = 200, description = "The event stream (never ends on its own)", body = String,
+            content_type = "text/event-stream"),
+        (status = 429, description = "`TOO_MANY_CONNECTIONS`: over `MAX_CONNECTIONS_PER_USER` \
+            sockets, streams and pollers together", body = ErrorBody)))]
+fn stream() {}
+
+#[utoipa::path(get, path = "/api/v1/realtime/stream/rooms/{room_id}", tag = "realtime",
+    summary = "Server-Sent Events of one chat room, for a member",
+    description = "Frames as for `GET /stream` (`session:ready` first), limited to the room's \
+        events; `feed` is ignored. Ends with `session:error` `FORBIDDEN` when the caller leaves \
+        the room.",
+    params(("room_id" = String, Path, description = "The room's id"), StreamParams,
+        ("Last-Event-ID" = Option<String>, Header,
+            description = "The last frame's `id`, as the browser sends it on reconnect")),
+    responses(
+        (status = 200, description = "The room's event stream", body = String,
+            content_type = "text/event-stream"),
+        (status = 403, description = "Not a member of this room", body = ErrorBody),
+        (status = 404, description = "No such room", body = ErrorBody),
+        (status = 429, description = "`TOO_MANY_CONNECTIONS`: over `MAX_CONNECTIONS_PER_USER`",
+            body = ErrorBody)))]
+fn stream_room() {}
+
+#[utoipa::path(get, path = "/api/v1/realtime/poll", tag = "realtime",
+    summary = "Long polling: the events since `last_poll_id`",
+    description = "Without `last_poll_id`, answers at once with the current cursor (load state \
+        over REST, as `reset` says). With it, journaled events after it come at once; otherwise \
+        the poll waits up to `timeout_ms` for one. Send `session` back so ephemeral events kept \
+        between polls reach you. The token may be sent as `?token=`.",
+    params(PollParams),
+    responses(
+        (status = 200, description = "Events, possibly none, and where to poll next",
+            body = PollAnswer),
+        (status = 429, description = "`TOO_MANY_CONNECTIONS`: over `MAX_CONNECTIONS_PER_USER`",
+            body = ErrorBody)))]
+fn poll() {}
+
+#[utoipa::path(get, path = "/api/v1/realtime/status", tag = "realtime",
+    summary = "The caller's live sessions by transport and node, and this node's counts",
+    responses((status = 200, description = "Sessions and counts", body = SessionStatus)))]
+fn session_status() {}
+
+#[utoipa::path(post, path = "/api/v1/realtime/chat/rooms/{room_id}/typing", tag = "realtime",
+    summary = "Typing on or off in a room (same as `chat:typing`)",
+    params(("room_id" = String, Path, description = "The room's id")),
+    request_body = TypingBody,
+    responses(
+        (status = 200, description = "Announced (or throttled)", body = Done),
+        (status = 403, description = "Not a member of this room", body = ErrorBody),
+        (status = 404, description = "No such room", body = ErrorBody)))]
+fn typing() {}
+
+#[utoipa::path(post, path = "/api/v1/realtime/chat/rooms/{room_id}/read", tag = "realtime",
+    summary = "Move the caller's read watermark (same as `chat:read`)",
+    params(("room_id" = String, Path, description = "The room's id")),
+    request_body = WatermarkBody,
+    responses(
+        (status = 200, description = "The caller's unread count in the room", body = ReadAnswer),
+        (status = 403, description = "Not a member of this room", body = ErrorBody),
+        (status = 404, description = "No such room", body = ErrorBody)))]
+fn mark_read() {}
+
+#[utoipa::path(post, path = "/api/v1/realtime/chat/rooms/{room_id}/delivered", tag = "realtime",
+    summary = "Move the caller's delivered watermark (same as `chat:delivered`)",
+    params(("room_id" = String, Path, description = "The room's id")),
+    request_body = WatermarkBody,
+    responses(
+        (status = 200, description = "Recorded", body = Done),
+        (status = 403, description = "Not a member of this room", body = ErrorBody),
+        (status = 404, description = "No such room", body = ErrorBody)))]
+fn mark_delivered() {}
+
+#[utoipa::path(put, path = "/api/v1/realtime/presence/status", tag = "realtime",
+    summary = "Choose the caller's status (same as `presence:status`)",
+    request_body = StatusBody,
+    responses((status = 200, description = "The chosen status", body = StatusAnswer)))]
+fn put_status() {}
+
+// ---- Web Push ----
+
+#[utoipa::path(get, path = "/api/v1/realtime/push/vapid-public-key", tag = "push",
+    summary = "The VAPID public key to subscribe with (no token needed)",
+    responses(
+        (status = 200, description = "The key", body = VapidPublicKey),
+        (status = 404, description = "Web Push is off (no `VAPID_PRIVATE_KEY`)",
+            body = ErrorBody)))]
+fn vapid_public_key() {}
+
+#[utoipa::path(post, path = "/api/v1/realtime/push/subscriptions", tag = "push",
+    summary = "Register a `PushSubscription` for the caller",
+    description = "At most `PUSH_SUBSCRIPTIONS_PER_USER` per user (a new one replaces the \
+        oldest). An endpoint another user registered moves to the caller.",
+    request_body = SubscribeBody,
+    responses(
+        (status = 201, description = "The new subscription", body = Subscription),
+        (status = 200, description = "The caller had this endpoint already", body = Subscription)))]
+fn subscribe_push() {}
+
+#[utoipa::path(get, path = "/api/v1/realtime/push/subscriptions", tag = "push",
+    summary = "The caller's push subscriptions, newest first",
+    responses((status = 200, description = "Every subscription (one page)",
+        body = SubscriptionPage)))]
+fn list_push_subscriptions() {}
+
+#[utoipa::path(delete, path = "/api/v1/realtime/push/subscriptions/{id}", tag = "push",
+    summary = "Remove one of the caller's push subscriptions",
+    params(("id" = String, Path, description = "The subscription's id")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "Not one of the caller's subscriptions", body = ErrorBody)))]
+fn unsubscribe_push() {}
 
 // ---- service API ----
 

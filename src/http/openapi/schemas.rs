@@ -18,6 +18,7 @@ use crate::domain::feed::{Activity, Trending};
 use crate::domain::notifications::Notification;
 use crate::domain::preferences::Channels;
 use crate::domain::presence::PresenceView;
+use crate::domain::push_subscriptions::Subscription;
 use crate::error::{ErrorCode, FieldError};
 
 /// A list page, `{ items, nextCursor }`, as every REST list answers (contract §7, §11).
@@ -276,3 +277,133 @@ pub enum ErrorDetails {
 pub struct RetryAfter {
     pub retry_after_ms: u64,
 }
+
+// ---- SSE, long polling and the REST actions ----
+
+/// The data of a stream's first frame, `session:ready`: the socket's `session:ready` fields
+/// plus where the client stands. The frame's `id:` is `cursor`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamReady {
+    pub user_id: String,
+    /// The ids of the caller's chat rooms.
+    pub rooms: Vec<String>,
+    pub unread_notifications: u64,
+    pub server_time: DateTime<Utc>,
+    /// The resume position after the replayed events; send it back as `cursor` (or let the
+    /// browser send `Last-Event-ID`).
+    pub cursor: String,
+    /// Whether a cursor was sent and every event since it follows.
+    pub recovered: bool,
+    /// The kinds whose state the client must refetch over REST.
+    pub reset: Vec<ResetKind>,
+    /// How many missed events follow this frame.
+    pub replayed: u64,
+    /// The session's id, as `GET /status` lists it.
+    pub session: String,
+}
+
+/// An event stream whose missed events are not all replayed: refetch its state over REST.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResetKind {
+    Chat,
+    Notifications,
+    Feed,
+}
+
+/// One long poll's answer.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PollAnswer {
+    /// Missed journaled events in order, then ephemeral ones kept for this session.
+    pub events: Vec<PolledEvent>,
+    /// Send it back as `last_poll_id` with the next poll.
+    pub last_poll_id: String,
+    /// Send it back as `session` with the next poll.
+    pub session: String,
+    /// Whether `last_poll_id` was sent and every event since it follows.
+    pub recovered: bool,
+    /// The kinds whose state the client must refetch over REST (all of them on a first poll).
+    pub reset: Vec<ResetKind>,
+}
+
+/// One event of a poll, as Socket.IO would have sent it.
+#[derive(Serialize, ToSchema)]
+pub struct PolledEvent {
+    /// The event's cursor; `null` for ephemeral events (typing, presence).
+    #[schema(required = true)]
+    pub id: Option<String>,
+    /// The contract's event name (`chat:new_message`…).
+    pub event: String,
+    /// The event's payload, the same JSON as on Socket.IO.
+    pub data: serde_json::Value,
+}
+
+/// The answer of `GET /status`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionStatus {
+    pub user_id: String,
+    /// The node that answered.
+    pub node: String,
+    /// The caller's live sessions on every node.
+    pub sessions: Vec<LiveSession>,
+    /// The caller's sessions per transport.
+    pub by_transport: BTreeMap<String, u64>,
+    /// This node's sessions per transport (every transport listed).
+    pub node_counts: BTreeMap<String, u64>,
+}
+
+/// One live session of the caller.
+#[derive(Serialize, ToSchema)]
+pub struct LiveSession {
+    pub id: String,
+    pub transport: SessionTransport,
+    pub node: String,
+}
+
+/// How a session is connected; `socketio` is a socket on another node (its engine.io
+/// transport is known only there).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionTransport {
+    Websocket,
+    Polling,
+    Sse,
+    Longpoll,
+    Socketio,
+}
+
+/// `{}`: the action was taken (an answer with nothing to report).
+#[derive(Serialize, ToSchema)]
+pub struct Done {}
+
+/// The answer of `POST …/read`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadAnswer {
+    /// The caller's unread messages in the room afterwards.
+    pub unread_count: u64,
+}
+
+/// The answer of `PUT /presence/status`.
+#[derive(Serialize, ToSchema)]
+pub struct StatusAnswer {
+    pub status: crate::realtime::actions::ChosenStatus,
+}
+
+// ---- Web Push ----
+
+/// The `applicationServerKey` for `pushManager.subscribe()`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VapidPublicKey {
+    /// The VAPID public key, base64url.
+    pub public_key: String,
+}
+
+page!(
+    /// The caller's push subscriptions, newest first; never more than one page.
+    SubscriptionPage of Subscription
+);

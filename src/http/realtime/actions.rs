@@ -28,21 +28,26 @@ pub fn router<A: Adapter>() -> Router<AppState<A>> {
         .route("/presence/status", put(status::<A>))
 }
 
-#[derive(Deserialize, Validate)]
+/// The body of `POST …/typing` (as `chat:typing`).
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct TypingBody {
+pub(in crate::http) struct TypingBody {
     is_typing: bool,
 }
 
-#[derive(Deserialize, Validate)]
+/// The body of `POST …/read` and `POST …/delivered` (as `chat:read`, `chat:delivered`).
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct WatermarkBody {
+pub(in crate::http) struct WatermarkBody {
+    /// The highest `seq` read or received; the watermark only moves forward.
     #[validate(range(min = 0))]
+    #[schema(minimum = 0)]
     up_to_seq: i64,
 }
 
-#[derive(Deserialize, Validate)]
-struct StatusBody {
+/// The body of `PUT /presence/status` (as `presence:status`).
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
+pub(in crate::http) struct StatusBody {
     status: ChosenStatus,
 }
 

@@ -4,10 +4,10 @@
 //! dispatcher ([`crate::pipeline::sessions`]) and its journal, so they get the same events,
 //! privacy rules and resume guarantees.
 
-mod actions;
-mod poll;
+pub(super) mod actions;
+pub(super) mod poll;
 mod status;
-mod stream;
+pub(super) mod stream;
 
 pub use poll::sweep_pollers;
 pub use status::transport_counts;
@@ -73,7 +73,7 @@ impl<A: Adapter> FromRequestParts<AppState<A>> for StreamUser {
 }
 
 /// `feed=all|following`: which feed activities a stream or poller receives (none without it).
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FeedParam {
     All,

@@ -32,11 +32,17 @@ pub fn router<A: Adapter>() -> Router<AppState<A>> {
     Router::new().route("/poll", get(poll::<A>))
 }
 
-#[derive(Deserialize)]
-struct PollParams {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(in crate::http) struct PollParams {
+    /// The previous answer's `lastPollId`; without it the poll answers at once with the
+    /// current cursor.
     last_poll_id: Option<String>,
+    /// How long to wait for an event, capped at (and by default) `POLL_TIMEOUT_MS`.
     timeout_ms: Option<u64>,
+    /// The previous answer's `session`, so ephemeral events kept between polls reach you.
     session: Option<String>,
+    /// Adds feed activities: `all` (followed and public) or `following`; none without it.
     feed: Option<FeedParam>,
 }
 

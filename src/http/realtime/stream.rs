@@ -30,9 +30,13 @@ pub fn router<A: Adapter>() -> Router<AppState<A>> {
         .route("/stream/rooms/{room_id}", get(stream_room::<A>))
 }
 
-#[derive(Deserialize)]
-struct StreamParams {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(in crate::http) struct StreamParams {
+    /// Adds feed activities: `all` (followed and public) or `following`; none without it.
+    /// Ignored by the one-room stream.
     feed: Option<FeedParam>,
+    /// Where to resume (a frame's `id`); `Last-Event-ID` wins when both are sent.
     cursor: Option<String>,
 }
 
