@@ -284,6 +284,7 @@ fn socket_io_builder(core: &Arc<Core>) -> SocketIoBuilder {
         .ping_interval(core.config.ping_interval())
         .ping_timeout(core.config.ping_timeout())
         .max_buffer_size(core.config.socket_buffer_size)
+        .ws_read_buffer_size(core.config.ws_read_buffer_size)
         .with_state(core.clone())
 }
 
