@@ -125,6 +125,11 @@ pub struct Config {
     /// `SLOW_CONSUMER` and disconnected, and catches up with `chat:sync` after reconnecting.
     #[arg(long, env = "SOCKET_BUFFER_SIZE", default_value_t = 128)]
     pub socket_buffer_size: usize,
+    /// Bytes of the read buffer each WebSocket connection keeps (it grows for a bigger packet).
+    /// Every idle connection pays for it, and client events are small: socketioxide's default
+    /// of 4 KiB costs 3 KiB per connection more than this one.
+    #[arg(long, env = "WS_READ_BUFFER_SIZE", default_value_t = 1_024)]
+    pub ws_read_buffer_size: usize,
     /// How often every socket's buffer is checked, so sockets fed by other nodes' broadcasts
     /// (whose failures this node never sees) are found too; also the retry period of the
     /// disconnect of a socket too stuck to take it.
@@ -408,6 +413,9 @@ impl Config {
         }
         if self.max_connections_per_user == 0 || self.rate_limit_per_minute == 0 {
             anyhow::bail!("MAX_CONNECTIONS_PER_USER and RATE_LIMIT_PER_MINUTE must be at least 1");
+        }
+        if self.ws_read_buffer_size < 128 {
+            anyhow::bail!("WS_READ_BUFFER_SIZE must be at least 128 (bytes)");
         }
         if self.socket_buffer_size == 0
             || self.slow_socket_check_ms == 0
