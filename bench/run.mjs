@@ -815,7 +815,7 @@ async function persist(opts, server, workers, runId, cores) {
 // ---------------------------------------------------------------------------------------------
 
 /** Load scenarios with their own options, each in `scenarios/<name>.mjs` (see README.md). */
-const LOAD_SCENARIOS = ['slow-consumer', 'flood', 'storm', 'soak', 'jitter', 'avalanche', 'rolling', 'gap'];
+const LOAD_SCENARIOS = ['slow-consumer', 'flood', 'storm', 'soak', 'jitter', 'avalanche', 'rolling', 'gap', 'sse'];
 
 async function main() {
   const argv = process.argv.slice(2);
