@@ -102,12 +102,7 @@ impl<A: Adapter> EventCtx<A> {
             respond(event, core, ack, async { Err(e) }).await;
             return;
         }
-        let user = &self.user.id;
-        match core.presence.store.touch(user, chrono::Utc::now()).await {
-            Ok(Some(status)) => super::presence::queue_status(core, user, status).await,
-            Ok(None) => {}
-            Err(e) => tracing::warn!(%user, error = ?e, "recording activity failed"),
-        }
+        super::presence::record_activity(core, &self.user.id).await;
         respond(event, core, ack, body).await;
     }
 }

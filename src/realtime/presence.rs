@@ -129,6 +129,16 @@ async fn on_status<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, 
     .await;
 }
 
+/// Client activity on any transport (a socket event, a REST action, a poll): an idle user
+/// comes back online. Failures are logged, never refused: activity is best effort.
+pub async fn record_activity(core: &Core, user_id: &str) {
+    match core.presence.store.touch(user_id, chrono::Utc::now()).await {
+        Ok(Some(status)) => queue_status(core, user_id, status).await,
+        Ok(None) => {}
+        Err(e) => tracing::warn!(user = %user_id, error = ?e, "recording activity failed"),
+    }
+}
+
 /// Queues a status change of `user_id` for announcement; waits only while the presence queue
 /// is full (`PRESENCE_QUEUE_MAX` distinct users).
 pub async fn queue_status(core: &Core, user_id: &str, status: Status) {

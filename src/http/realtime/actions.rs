@@ -58,15 +58,6 @@ fn room_id_ok(room_id: &str) -> AppResult<()> {
     Ok(())
 }
 
-/// Client activity, as a socket event records it: an idle user comes back online.
-async fn touch(core: &crate::state::Core, user_id: &str) {
-    match core.presence.store.touch(user_id, chrono::Utc::now()).await {
-        Ok(Some(status)) => crate::realtime::presence::queue_status(core, user_id, status).await,
-        Ok(None) => {}
-        Err(e) => tracing::warn!(user = %user_id, error = ?e, "recording activity failed"),
-    }
-}
-
 async fn typing<A: Adapter>(
     State(state): State<AppState<A>>,
     user: AuthUser,
@@ -75,7 +66,7 @@ async fn typing<A: Adapter>(
 ) -> AppResult<Response> {
     room_id_ok(&room_id)?;
     let core = &state.core;
-    touch(core, &user.id).await;
+    crate::realtime::presence::record_activity(core, &user.id).await;
     let emitter = Emitter::server(&state.io, core);
     actions::typing(&emitter, core, &user.id, &room_id, body.is_typing).await?;
     Ok(axum::Json(json!({})).into_response())
@@ -89,7 +80,7 @@ async fn read<A: Adapter>(
 ) -> AppResult<Response> {
     room_id_ok(&room_id)?;
     let core = &state.core;
-    touch(core, &user.id).await;
+    crate::realtime::presence::record_activity(core, &user.id).await;
     let emitter = Emitter::server(&state.io, core);
     let unread = actions::read(&emitter, core, &user.id, &room_id, body.up_to_seq).await?;
     Ok(axum::Json(json!({ "unreadCount": unread })).into_response())
@@ -103,7 +94,7 @@ async fn delivered<A: Adapter>(
 ) -> AppResult<Response> {
     room_id_ok(&room_id)?;
     let core = &state.core;
-    touch(core, &user.id).await;
+    crate::realtime::presence::record_activity(core, &user.id).await;
     let emitter = Emitter::server(&state.io, core);
     actions::delivered(&emitter, core, &user.id, &room_id, body.up_to_seq).await?;
     Ok(axum::Json(json!({})).into_response())

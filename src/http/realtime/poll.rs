@@ -66,7 +66,7 @@ async fn answer(core: Arc<Core>, user: AuthUser, params: PollParams) -> Result<R
         .and_then(|tag| core.sessions.get(tag, &user.id, Transport::Longpoll));
     let (session, mut through) = match known {
         Some(session) => {
-            touch_presence(&core, &user.id).await;
+            crate::realtime::presence::record_activity(&core, &user.id).await;
             (session, None)
         }
         None => {
@@ -156,15 +156,6 @@ async fn answer(core: Arc<Core>, user: AuthUser, params: PollParams) -> Result<R
 /// The highest journal id this node's dispatcher has delivered.
 async fn in_order_last(core: &Core) -> AppResult<u64> {
     core.pipeline.in_order(|last| last).await
-}
-
-/// A poll is activity, like a client event on a socket: it keeps the user from turning idle.
-async fn touch_presence(core: &Core, user_id: &str) {
-    match core.presence.store.touch(user_id, chrono::Utc::now()).await {
-        Ok(Some(status)) => crate::realtime::presence::queue_status(core, user_id, status).await,
-        Ok(None) => {}
-        Err(e) => tracing::warn!(user = %user_id, error = ?e, "recording activity failed"),
-    }
 }
 
 /// Forgets pollers that have not polled within the presence grace period, giving their
