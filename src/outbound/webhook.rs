@@ -308,15 +308,18 @@ async fn attempt(core: &Core, hook: &Webhook, client: &reqwest::Client, row: del
     let result = if attempts as u32 >= max {
         tracing::error!(delivery = %row.id, notification = %row.notification_id, attempts,
             error = %error, "notification webhook delivery failed for good");
+        let marked = reschedule(core, &row.id, attempts, FAILED, Utc::now(), &error).await;
+        // Counted once the row says so: whoever watches the counter then finds it failed.
         core.outbound.stats.record(Outcome::WebhookFailed);
-        reschedule(core, &row.id, attempts, FAILED, Utc::now(), &error).await
+        marked
     } else {
         let base = Duration::from_millis(core.config.notification_webhook_retry_base_ms);
         let wait = backoff::next_wait(headers.as_ref(), base, attempts as u32, RETRY_CAP);
         let at = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
         tracing::debug!(delivery = %row.id, attempts, ?wait, error = %error, "webhook retry scheduled");
+        let marked = reschedule(core, &row.id, attempts, PENDING, at, &error).await;
         core.outbound.stats.record(Outcome::WebhookRetried);
-        reschedule(core, &row.id, attempts, PENDING, at, &error).await
+        marked
     };
     if let Err(e) = result {
         // The claim's lease expires and the row is retried then.

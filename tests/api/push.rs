@@ -66,11 +66,11 @@ async fn push_app(extra: &[&str]) -> TestApp {
 }
 
 async fn push_app_on(backend: Backend, extra: &[&str]) -> TestApp {
-    let key = vapid_key();
+    // `=` form: a base64url key may start with `-`, which clap would take for a flag.
+    let key = format!("--vapid-private-key={}", vapid_key());
     let mut args = vec![
         "--service-api-key",
         SERVICE_KEY,
-        "--vapid-private-key",
         key.as_str(),
         "--vapid-subject",
         SUBJECT,
