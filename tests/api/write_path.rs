@@ -240,3 +240,71 @@ mod postgres {
         super::mixed_writes_all_succeed_without_busy_waits(crate::common::Backend::Postgres).await;
     }
 }
+
+/// A receipt that moves nothing (repeated, or behind the member's watermark) takes no turn of
+/// the write path: a client looping `chat:read` must not queue ahead of everyone's messages.
+/// The test holds the turn itself; a write would wait for it, a no-op answers at once.
+#[tokio::test]
+async fn receipts_that_move_nothing_take_no_write_turn() {
+    let app = spawn_app_with(Backend::Sqlite, &[]).await;
+    let chat = &app.core.chat;
+    let (room, _) = chat
+        .create_room(
+            "reader",
+            NewRoom {
+                participants: vec!["writer".into()],
+                room_type: Some(RoomType::Group),
+                name: Some("receipts".into()),
+            },
+        )
+        .await
+        .expect("creating the room");
+    let writer = AuthUser {
+        id: "writer".into(),
+        name: "writer".into(),
+        name_from_token: false,
+    };
+    for i in 0..3 {
+        let message = NewMessage {
+            room_id: room.id.clone(),
+            content: format!("message {i}"),
+            message_type: None,
+            reply_to_id: None,
+            client_message_id: None,
+        };
+        chat.send_message(&writer, message)
+            .await
+            .expect("sending a message");
+    }
+    let first = chat
+        .mark_read("reader", &room.id, 2)
+        .await
+        .expect("reading");
+    assert!(first.moved);
+    assert_eq!(first.unread_count, 1);
+
+    let held = app.core.writes.turn().await.expect("taking the write turn");
+    let within = std::time::Duration::from_secs(5);
+    for (what, up_to) in [("the same read", 2), ("an older read", 1)] {
+        let again = tokio::time::timeout(within, chat.mark_read("reader", &room.id, up_to))
+            .await
+            .unwrap_or_else(|_| panic!("{what} waited for the write turn"))
+            .expect("reading again");
+        assert!(!again.moved, "{what}");
+        assert_eq!((again.up_to_seq, again.unread_count), (2, 1), "{what}");
+    }
+    let delivered = tokio::time::timeout(within, chat.mark_delivered("reader", &room.id, 2))
+        .await
+        .expect("a delivered receipt behind the read one waited for the write turn")
+        .expect("delivered");
+    assert!(!delivered.moved);
+    drop(held);
+
+    // One that moves still writes.
+    let last = chat
+        .mark_read("reader", &room.id, 3)
+        .await
+        .expect("reading on");
+    assert!(last.moved);
+    assert_eq!((last.up_to_seq, last.unread_count), (3, 0));
+}

@@ -69,6 +69,30 @@ impl ChatService {
             .ok_or_else(|| AppError::NotFound("room not found".into()))?;
         let target = up_to_seq.clamp(0, last_seq);
         let now = Utc::now();
+        let held: Option<(i64, i64)> =
+            room_member::Entity::find_by_id((room_id.to_owned(), user_id.to_owned()))
+                .select_only()
+                .column(room_member::Column::ReadSeq)
+                .column(room_member::Column::DeliveredSeq)
+                .into_tuple()
+                .one(&self.db)
+                .await?;
+        if let Some((read_seq, delivered_seq)) = held {
+            let (current, stays) = match mark {
+                Mark::Read => (read_seq, read_seq >= target && delivered_seq >= target),
+                Mark::Delivered => (delivered_seq, delivered_seq >= target),
+            };
+            if stays {
+                // Nothing would move (a repeated or late receipt): no turn of the write path,
+                // which message inserts wait for on SQLite.
+                return Ok(Watermark {
+                    up_to_seq: current,
+                    moved: false,
+                    at: now,
+                    unread_count: unread_after(mark, last_seq, current),
+                });
+            }
+        }
         // Both watermarks move in one turn of the write path.
         let turn = self.writes.turn().await?;
         let (column, moved) = match mark {
@@ -107,17 +131,21 @@ impl ChatService {
                 .one(&self.db)
                 .await?
                 .unwrap_or(target);
-        let unread_count = if mark == Mark::Read {
-            (last_seq - current).max(0)
-        } else {
-            0
-        };
         Ok(Watermark {
             up_to_seq: current,
             moved,
             at: now,
-            unread_count,
+            unread_count: unread_after(mark, last_seq, current),
         })
+    }
+}
+
+/// A member's unread count once their read watermark is at `read_seq` (0 for delivered).
+fn unread_after(mark: Mark, last_seq: i64, read_seq: i64) -> i64 {
+    if mark == Mark::Read {
+        (last_seq - read_seq).max(0)
+    } else {
+        0
     }
 }
 
