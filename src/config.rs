@@ -148,6 +148,10 @@ pub struct Config {
     /// Refused events within 10 s after which a socket is disconnected as a flooder.
     #[arg(long, env = "SOCKET_FLOOD_REJECTIONS", default_value_t = 100)]
     pub socket_flood_rejections: u32,
+    /// After a socket is disconnected for flooding, its user's new sockets are refused on this
+    /// node (`connect_error` `RATE_LIMITED`) for this long; 0 turns it off.
+    #[arg(long, env = "SOCKET_FLOOD_COOLDOWN_MS", default_value_t = 10_000)]
+    pub socket_flood_cooldown_ms: u64,
     /// Delay before a user whose last socket went away turns offline.
     #[arg(long, env = "PRESENCE_GRACE_MS", default_value_t = 5_000)]
     pub presence_grace_ms: u64,
@@ -537,6 +541,10 @@ impl Config {
 
     pub fn db_health_timeout(&self) -> Duration {
         Duration::from_millis(self.db_health_timeout_ms.max(1))
+    }
+
+    pub fn socket_flood_cooldown(&self) -> Duration {
+        Duration::from_millis(self.socket_flood_cooldown_ms)
     }
 
     pub fn slow_socket_check(&self) -> Duration {

@@ -157,6 +157,9 @@ impl Application {
             )),
             room_counts: Default::default(),
             slots: Default::default(),
+            flood_cooldown: crate::realtime::cooldown::FloodCooldown::new(
+                config.socket_flood_cooldown(),
+            ),
             pipeline,
             sessions: Default::default(),
             db,

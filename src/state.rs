@@ -52,6 +52,8 @@ pub struct Core {
     /// The connection slots this node's sockets hold, for the per-node limit during a Redis
     /// outage and the periodic slot reconciliation.
     pub slots: crate::realtime::slots::SlotRegistry,
+    /// Users just dropped for flooding, whose new sockets wait.
+    pub flood_cooldown: crate::realtime::cooldown::FloodCooldown,
     /// Typing state of users whose sockets are on this node.
     pub typing: TypingTracker,
     pub metrics: Metrics,

@@ -80,6 +80,11 @@ pub async fn authenticate_socket<A: Adapter>(
         core.metrics.connect_refused(ErrorCode::Unauthorized);
         ConnectRefused(ErrorCode::Unauthorized)
     })?;
+    if core.flood_cooldown.remaining(&user.id).is_some() {
+        tracing::debug!(sid = %socket.id, user = %user.id, "handshake refused: flood cooldown");
+        core.metrics.connect_refused(ErrorCode::RateLimited);
+        return Err(ConnectRefused(ErrorCode::RateLimited));
+    }
     let limit = core.config.max_connections_per_user;
     let sid = socket.id.to_string();
     // Armed before the reservation: a handshake cancelled while it waits still gives it back.

@@ -22,13 +22,13 @@ const SYNC_DEFAULT: u64 = 50;
 
 /// Registers the chat event handlers on a new socket.
 pub fn register<A: Adapter>(socket: &SocketRef<A>) {
-    socket.on("chat:join", on_join::<A>);
-    socket.on("chat:leave", on_leave::<A>);
-    socket.on("chat:message", on_message::<A>);
-    socket.on("chat:typing", on_typing::<A>);
-    socket.on("chat:read", on_read::<A>);
-    socket.on("chat:delivered", on_delivered::<A>);
-    socket.on("chat:sync", on_sync::<A>);
+    super::events::on(socket, "chat:join", on_join::<A>);
+    super::events::on(socket, "chat:leave", on_leave::<A>);
+    super::events::on(socket, "chat:message", on_message::<A>);
+    super::events::on(socket, "chat:typing", on_typing::<A>);
+    super::events::on(socket, "chat:read", on_read::<A>);
+    super::events::on(socket, "chat:delivered", on_delivered::<A>);
+    super::events::on(socket, "chat:sync", on_sync::<A>);
 }
 
 #[derive(Deserialize, Validate)]

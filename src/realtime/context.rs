@@ -1,5 +1,12 @@
 //! What every client event handler needs, extracted once: the socket, the Socket.IO handle,
 //! the shared state, the authenticated user, and the event's place in the socket's order.
+//!
+//! An event the socket's budget refuses is answered here, synchronously, in the socket's read
+//! loop, and the extractor fails so that socketioxide never spawns its handler task. A
+//! flooder's refused events therefore cost no task and no handler future (several KiB each):
+//! when every refusal was a task, one socket sending 60k events/s queued them faster than two
+//! cores could run them, and the server grew by gigabytes while every other socket's events
+//! waited behind the queue.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -8,11 +15,12 @@ use std::sync::Arc;
 use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, Extension, SocketRef, State};
+use socketioxide::extract::{AckSender, Event as EventName, Extension, SocketRef, State};
 use socketioxide::handler::{FromMessageParts, Value as RawValue};
 use socketioxide::socket::Socket;
 
 use super::ack::respond;
+use super::budget::Refusal;
 use super::emit::Emitter;
 use super::order::Turn;
 use super::slow::DropReason;
@@ -29,10 +37,17 @@ pub struct EventCtx<A: Adapter> {
     turn: Turn,
 }
 
-/// The socket lacks state set up at connect time (never the case once connected).
+/// Why an event gets no handler.
 #[derive(Debug, thiserror::Error)]
-#[error("event context unavailable: no {0}")]
-pub struct ContextMissing(&'static str);
+pub enum ContextError {
+    /// The socket lacks state set up at connect time (never the case once connected).
+    #[error("event context unavailable: no {0}")]
+    Missing(&'static str),
+    /// Over the socket's budget, its line full, or the socket being dropped: already answered
+    /// `RATE_LIMITED`.
+    #[error("event refused")]
+    Refused,
+}
 
 fn infallible<T>(result: Result<T, Infallible>) -> T {
     match result {
@@ -42,22 +57,26 @@ fn infallible<T>(result: Result<T, Infallible>) -> T {
 }
 
 impl<A: Adapter> FromMessageParts<A> for EventCtx<A> {
-    type Error = ContextMissing;
+    type Error = ContextError;
 
     fn from_message_parts(
         s: &Arc<Socket<A>>,
         v: &mut RawValue,
         ack: &Option<i64>,
-    ) -> Result<Self, ContextMissing> {
+    ) -> Result<Self, ContextError> {
         // Runs synchronously, in arrival order, before the handler task exists: the turn is
         // taken here (see `order`).
         let turn = infallible(Turn::from_message_parts(s, v, ack));
+        let State(core) = State::<Arc<Core>>::from_message_parts(s, v, ack)
+            .map_err(|_| ContextError::Missing("state"))?;
+        if let Some(refusal) = turn.refusal() {
+            refuse(s, &core, v, ack, refusal);
+            return Err(ContextError::Refused);
+        }
         let socket = infallible(SocketRef::from_message_parts(s, v, ack));
         let io = infallible(SocketIo::from_message_parts(s, v, ack));
-        let State(core) = State::<Arc<Core>>::from_message_parts(s, v, ack)
-            .map_err(|_| ContextMissing("state"))?;
         let Extension(user) = Extension::<AuthUser>::from_message_parts(s, v, ack)
-            .map_err(|_| ContextMissing("user"))?;
+            .map_err(|_| ContextError::Missing("user"))?;
         Ok(Self {
             socket,
             io,
@@ -76,25 +95,11 @@ impl<A: Adapter> EventCtx<A> {
 
     /// Runs the handler body once every earlier event of this socket is done, records the
     /// activity that keeps the user from turning idle (and brings an idle user back online),
-    /// and answers the ack. An event refused by the socket's budget is answered
-    /// `RATE_LIMITED` without running; the refusal that marks a flood drops the socket.
+    /// and answers the ack. (Refused events never get here: see [`refuse`].)
     pub async fn respond<F>(&self, event: &'static str, ack: AckSender<A>, body: F)
     where
         F: Future<Output = AppResult<Value>>,
     {
-        if let Some(refusal) = self.turn.refusal() {
-            // Over the socket's budget or its line is full: answered now, never run, and it
-            // took no place in the line.
-            let retry_after_ms = refusal.retry_after_ms();
-            respond(event, &self.core, ack, async move {
-                Err::<Value, _>(AppError::RateLimited { retry_after_ms })
-            })
-            .await;
-            if refusal.flood {
-                super::slow::drop_socket(self.socket.clone(), &self.core, DropReason::Flood);
-            }
-            return;
-        }
         self.turn.wait().await;
         let core = &self.core;
         if let Err(e) = core.db_status.check() {
@@ -104,5 +109,34 @@ impl<A: Adapter> EventCtx<A> {
         }
         super::presence::record_activity(core, &self.user.id).await;
         respond(event, core, ack, body).await;
+    }
+}
+
+/// Answers a refused event `RATE_LIMITED` (when it asked for an ack) and counts it, all in the
+/// read loop; the refusal that marks a flood drops the socket. It took no place in the line.
+fn refuse<A: Adapter>(
+    socket: &Arc<Socket<A>>,
+    core: &Core,
+    v: &mut RawValue,
+    ack: &Option<i64>,
+    refusal: Refusal,
+) {
+    let event = EventName::from_message_parts(socket, v, ack)
+        .map(|EventName(name)| super::events::label(&name))
+        .unwrap_or("unknown");
+    let error = AppError::RateLimited {
+        retry_after_ms: refusal.retry_after_ms(),
+    };
+    core.metrics.ack_error(event, error.code());
+    core.metrics.event_in(event, std::time::Duration::ZERO);
+    if ack.is_some() {
+        let sender = infallible(AckSender::from_message_parts(socket, v, ack));
+        if let Err(e) = sender.send(&error.ack()) {
+            tracing::debug!(event, error = %e, "refusal not sent");
+        }
+    }
+    if refusal.flood {
+        let socket = infallible(SocketRef::from_message_parts(socket, v, ack));
+        super::slow::drop_socket(socket, core, DropReason::Flood);
     }
 }

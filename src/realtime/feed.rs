@@ -23,10 +23,10 @@ use crate::pipeline::{FeedScope, Kind};
 
 /// Registers the feed event handlers on a new socket.
 pub fn register<A: Adapter>(socket: &SocketRef<A>) {
-    socket.on("feed:subscribe", on_subscribe::<A>);
-    socket.on("feed:unsubscribe", on_unsubscribe::<A>);
-    socket.on("feed:watch", on_watch::<A>);
-    socket.on("feed:unwatch", on_unwatch::<A>);
+    super::events::on(socket, "feed:subscribe", on_subscribe::<A>);
+    super::events::on(socket, "feed:unsubscribe", on_unsubscribe::<A>);
+    super::events::on(socket, "feed:watch", on_watch::<A>);
+    super::events::on(socket, "feed:unwatch", on_unwatch::<A>);
 }
 
 #[derive(Deserialize, Validate)]

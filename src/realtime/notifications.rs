@@ -14,8 +14,8 @@ use crate::http::MarkReadBody;
 const SUBSCRIBE_LATEST: u64 = 20;
 
 pub fn register<A: Adapter>(socket: &SocketRef<A>) {
-    socket.on("notifications:subscribe", on_subscribe::<A>);
-    socket.on("notifications:mark_read", on_mark_read::<A>);
+    super::events::on(socket, "notifications:subscribe", on_subscribe::<A>);
+    super::events::on(socket, "notifications:mark_read", on_mark_read::<A>);
 }
 
 #[derive(Deserialize, Validate)]

@@ -27,8 +27,8 @@ use crate::state::Core;
 const MAX_METADATA_BYTES: usize = 1024;
 
 pub fn register<A: Adapter>(socket: &SocketRef<A>) {
-    socket.on("presence:activity", on_activity::<A>);
-    socket.on("presence:status", on_status::<A>);
+    super::events::on(socket, "presence:activity", on_activity::<A>);
+    super::events::on(socket, "presence:status", on_status::<A>);
 }
 
 /// `presence:activity` / `PUT /presence/activity`.

@@ -34,8 +34,8 @@ const SNAPSHOT_SIZE: u64 = 100;
 
 /// Registers `presence:watch` / `presence:unwatch` on a new socket.
 pub fn register<A: Adapter>(socket: &SocketRef<A>) {
-    socket.on("presence:watch", on_watch::<A>);
-    socket.on("presence:unwatch", on_unwatch::<A>);
+    super::events::on(socket, "presence:watch", on_watch::<A>);
+    super::events::on(socket, "presence:unwatch", on_unwatch::<A>);
 }
 
 #[derive(Deserialize, Validate)]

@@ -111,6 +111,9 @@ pub fn drop_socket<A: Adapter>(socket: SocketRef<A>, core: &Core, reason: DropRe
         .unwrap_or_default();
     tracing::warn!(sid = %socket.id, %user, reason = reason.label(), "dropping socket");
     core.metrics.socket_dropped(reason.label());
+    if reason == DropReason::Flood {
+        core.flood_cooldown.start(&user);
+    }
     socket.leave_all();
     let shutdown = core.shutdown.clone();
     let period = core.config.slow_socket_check();

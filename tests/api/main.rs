@@ -10,6 +10,7 @@ mod chat;
 mod cluster;
 mod config;
 mod demo;
+mod flood;
 mod fuzz;
 mod group_commit;
 mod health;
