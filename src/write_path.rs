@@ -28,6 +28,13 @@
 //! stored. If a batch fails, its messages are retried one transaction each, so one bad message
 //! (a deleted room, a concurrent duplicate on another node) fails alone.
 //!
+//! A message is announced in the same transaction: the `chat:new_message` event built from the
+//! stored row (its seq is only known then) is appended to the event journal before the commit,
+//! so a message is stored if and only if its event is journaled. Two commits (message, then
+//! event) left a window where a crash stored the message but never announced it, and the
+//! client's retry, answered as a duplicate, announced nothing either. It also halves the
+//! commits per message.
+//!
 //! On PostgreSQL a separate one-permit gate serialises this node's message batches (other
 //! writes stay concurrent); batches of different nodes order themselves on the rooms' row locks,
 //! taken in room id order so two batches never deadlock.
@@ -44,6 +51,20 @@ use sea_orm::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::domain::chat::{Inserted, insert_batch};
+use crate::pipeline::{Event, journal};
+
+/// Builds the event that announces a stored message (`None`: nothing to announce). Shared, so
+/// a batch that fails and is retried one message per transaction builds it again.
+pub type Announce = Arc<dyn Fn(&message::Model) -> Option<Event> + Send + Sync>;
+
+/// A message insert's outcome: the row, and the event journaled with it (its id set), which
+/// the caller hands to the pipeline for delivery. `None` for a retry (announced the first
+/// time) or an insert without an [`Announce`].
+#[derive(Debug)]
+pub struct Committed {
+    pub inserted: Inserted,
+    pub event: Option<Event>,
+}
 
 /// Most messages one group commit takes; the rest wait for the next. Bounds the statements'
 /// sizes (12 bound values per message: well under SQLite's and PostgreSQL's limits).
@@ -70,10 +91,19 @@ struct MessageQueue {
 }
 
 /// One queued insert and where its answer goes.
-#[derive(Debug)]
 struct Job {
     row: message::Model,
-    reply: oneshot::Sender<Result<Inserted, DbErr>>,
+    announce: Option<Announce>,
+    reply: oneshot::Sender<Result<Committed, DbErr>>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("row", &self.row.id)
+            .field("announce", &self.announce.is_some())
+            .finish()
+    }
 }
 
 /// The right to write, held until dropped: single statements run on it in autocommit.
@@ -104,10 +134,19 @@ impl WritePath {
     /// Stores a new message with its room's next seq, group-committed with whatever other
     /// messages are queued: see the module documentation. `row.seq` is ignored (assigned
     /// here). Answers after the commit: the stored row, or the existing message with the same
-    /// `(room, sender, client_message_id)` when this is a retry.
-    pub async fn insert_message(&self, row: message::Model) -> Result<Inserted, DbErr> {
+    /// `(room, sender, client_message_id)` when this is a retry. With `announce`, the event it
+    /// builds is journaled in the same transaction.
+    pub async fn insert_message(
+        &self,
+        row: message::Model,
+        announce: Option<Announce>,
+    ) -> Result<Committed, DbErr> {
         let (reply, mut answer) = oneshot::channel();
-        self.lock_jobs().push(Job { row, reply });
+        self.lock_jobs().push(Job {
+            row,
+            announce,
+            reply,
+        });
         // Either an earlier holder of the turn takes our insert along, or we get the turn and
         // take it (and everyone queued behind it) ourselves.
         let permit = tokio::select! {
@@ -156,8 +195,7 @@ impl WritePath {
         if jobs.is_empty() {
             return;
         }
-        let rows: Vec<message::Model> = jobs.iter().map(|j| j.row.clone()).collect();
-        match self.commit_rows(rows).await {
+        match self.commit_rows(&jobs).await {
             Ok(results) => {
                 for (job, result) in jobs.into_iter().zip(results) {
                     let _ = job.reply.send(result);
@@ -171,7 +209,7 @@ impl WritePath {
             Err(e) => {
                 tracing::debug!(error = %e, size = jobs.len(), "message batch failed; one by one");
                 for job in jobs {
-                    let result = match self.commit_rows(vec![job.row.clone()]).await {
+                    let result = match self.commit_rows(std::slice::from_ref(&job)).await {
                         Ok(mut results) => results.pop().unwrap_or_else(|| Err(abandoned())),
                         Err(e) => Err(e),
                     };
@@ -181,14 +219,36 @@ impl WritePath {
         }
     }
 
-    async fn commit_rows(
-        &self,
-        rows: Vec<message::Model>,
-    ) -> Result<Vec<Result<Inserted, DbErr>>, DbErr> {
+    /// Inserts the jobs' rows and journals their announcements in one transaction.
+    async fn commit_rows(&self, jobs: &[Job]) -> Result<Vec<Result<Committed, DbErr>>, DbErr> {
+        let rows: Vec<message::Model> = jobs.iter().map(|j| j.row.clone()).collect();
         let tx = self.db.begin().await?;
         let results = insert_batch(&tx, rows).await?;
+        let mut events = Vec::new();
+        // For each job, the index of its event in `events`.
+        let mut event_of = vec![None; jobs.len()];
+        for (i, (job, result)) in jobs.iter().zip(&results).enumerate() {
+            if let (Some(announce), Ok(Inserted::Stored(row))) = (&job.announce, result)
+                && let Some(event) = announce(row)
+            {
+                event_of[i] = Some(events.len());
+                events.push(event);
+            }
+        }
+        // Last, so that on PostgreSQL the journal head's row lock is held only for the commit.
+        journal::append(&tx, &mut events).await?;
         tx.commit().await?;
-        Ok(results)
+        let mut events: Vec<Option<Event>> = events.into_iter().map(Some).collect();
+        Ok(results
+            .into_iter()
+            .zip(event_of)
+            .map(|(result, at)| {
+                result.map(|inserted| Committed {
+                    inserted,
+                    event: at.and_then(|i| events[i].take()),
+                })
+            })
+            .collect())
     }
 
     /// Waits for the turn to write (at once on PostgreSQL).

@@ -302,13 +302,16 @@ async fn send_message<A: Adapter>(
     Json(body): Json<SendBody>,
 ) -> AppResult<Response> {
     let input = body.into_message(room_id);
-    let sent = state.core.chat.send_message(&user, input).await?;
+    let emitter = Emitter::server(&state.io, &state.core);
+    let sent = state
+        .core
+        .chat
+        .send_announced(&user, input, Some(emitter.new_message()))
+        .await?;
     if sent.duplicate {
         return Ok(Json(sent.message).into_response());
     }
-    Emitter::server(&state.io, &state.core)
-        .new_message(&sent.message)
-        .await;
+    emitter.message_sent(sent.event).await;
     Ok((StatusCode::CREATED, Json(sent.message)).into_response())
 }
 

@@ -209,6 +209,23 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Delivers an event journaled by its writer's own transaction (a new message, see
+    /// [`crate::write_path`]), like the appender does after its commits: to the other nodes,
+    /// then to this node's dispatcher, waiting for the local delivery. The dispatcher orders
+    /// it by id among the appender's events; if this never runs (the request was cancelled
+    /// after the commit) the gap is filled from the journal.
+    pub async fn committed(&self, event: Event) -> Option<Cursor> {
+        let id = event.id?;
+        if let Some(bus) = &self.bus {
+            bus.publish(&self.node_id, std::slice::from_ref(&event))
+                .await;
+        }
+        let (done, wait) = oneshot::channel();
+        self.feed(Input::Event(event, Some(done))).await;
+        delivered(wait).await;
+        Some(self.cursor(id))
+    }
+
     async fn append(&self, events: Vec<Event>) -> Result<Vec<u64>, AppError> {
         let Some(appends) = self.appender() else {
             return Err(AppError::Unavailable("the server is shutting down".into()));

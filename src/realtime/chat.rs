@@ -140,13 +140,16 @@ async fn on_message<A: Adapter>(
     let EventCtx { core, user, .. } = &ctx;
     ctx.respond("chat:message", ack, async {
         let (room_id, body) = parse::<SendPayload>(data, Payload::Required)?.split();
+        let emitter = ctx.emitter();
         let sent = core
             .chat
-            .send_message(user, body.into_message(room_id))
+            .send_announced(
+                user,
+                body.into_message(room_id),
+                Some(emitter.new_message()),
+            )
             .await?;
-        if !sent.duplicate {
-            ctx.emitter().new_message(&sent.message).await;
-        }
+        emitter.message_sent(sent.event).await;
         Ok(json!({ "message": sent.message }))
     })
     .await;

@@ -6,6 +6,7 @@
 //! rooms are grouped by payload, so their cost is bounded per change, not per recipient.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::json;
@@ -18,6 +19,7 @@ use crate::domain::chat::{Message, Room, RoomChange, Watermark};
 use crate::domain::notifications::Created;
 use crate::pipeline::{Event, Kind};
 use crate::state::Core;
+use crate::write_path::Announce;
 
 /// Most rooms one ephemeral fan-out event names (presence, unread counts).
 const FAN_OUT_CHUNK: usize = 1000;
@@ -101,18 +103,35 @@ impl<'a, A: Adapter> Emitter<'a, A> {
         }
     }
 
-    /// `chat:new_message` to the room (minus the sending socket).
-    pub async fn new_message(&self, message: &Message) {
-        let payload = json!({ "roomId": message.room_id, "message": message });
-        let event = self
-            .event(
+    /// What announces a new message: `chat:new_message` to the room (minus the sending
+    /// socket), built from the stored row and journaled in the message's own transaction
+    /// (see [`crate::write_path`]). Deliver it with [`Emitter::committed`].
+    pub fn new_message(&self) -> Announce {
+        let except = self.origin.map(|socket| socket.id.to_string());
+        Arc::new(move |row: &entity::message::Model| {
+            let message = Message::from(row.clone());
+            let payload = json!({ "roomId": message.room_id, "message": message });
+            match Event::new(
                 "chat:new_message",
                 &payload,
-                vec![rooms::chat(&message.room_id)],
-                true,
-            )
-            .map(|e| e.journaled(Kind::Chat));
-        self.publish_one(event).await;
+                vec![rooms::chat(&row.room_id)],
+            ) {
+                Ok(event) => Some(event.journaled(Kind::Chat).except(except.clone())),
+                Err(e) => {
+                    tracing::error!(error = %e, "chat:new_message payload not serialisable");
+                    None
+                }
+            }
+        })
+    }
+
+    /// Delivers a new message's announcement, journaled with the message (`None` for a
+    /// retry: it was announced the first time).
+    pub async fn message_sent(&self, event: Option<Event>) {
+        if let Some(event) = event {
+            self.core.metrics.event_out("chat:new_message");
+            self.core.pipeline.committed(event).await;
+        }
     }
 
     /// `chat:message_updated` to the whole room (edits and deletes).

@@ -194,4 +194,82 @@ async fn sqlite_an_abandoned_send_is_not_stored_and_a_bad_one_fails_alone() {
     assert_eq!(app.core.writes.queued_messages(), 0);
 }
 
-backend_tests!(batches_across_rooms_keep_every_guarantee);
+backend_tests!(
+    batches_across_rooms_keep_every_guarantee,
+    a_message_is_stored_only_with_its_announcement
+);
+
+/// The events journaled for a room's messages: `(event name, message id)` in journal order.
+async fn journaled_messages(app: &TestApp) -> Vec<(String, String)> {
+    let backend = app.core.db.get_database_backend();
+    let rows = app
+        .core
+        .db
+        .query_all_raw(sea_orm::Statement::from_string(
+            backend,
+            "SELECT event, payload FROM events ORDER BY id",
+        ))
+        .await
+        .expect("reading the journal");
+    rows.iter()
+        .filter_map(|row| {
+            let name: String = row.try_get("", "event").ok()?;
+            let payload: String = row.try_get("", "payload").ok()?;
+            let payload: serde_json::Value = serde_json::from_str(&payload).ok()?;
+            let id = payload["message"]["id"].as_str()?.to_owned();
+            Some((name, id))
+        })
+        .collect()
+}
+
+/// A message and its `chat:new_message` are one transaction: stored and journaled, or
+/// neither. When they were two commits a message could be stored and never announced (a
+/// crash in between; the client's retry, answered as a duplicate, announced nothing either):
+/// here the journal is broken on purpose, and the message must fail rather than be stored
+/// unannounced.
+async fn a_message_is_stored_only_with_its_announcement(backend: Backend) {
+    let app = spawn_app_with(backend, &[]).await;
+    let room_id = group(&app, "an-a", &["an-b".to_owned()]).await;
+    let send = |content: &'static str, client_id: &'static str| {
+        let request = app
+            .client
+            .post(app.url(&format!("/api/v1/realtime/chat/rooms/{room_id}/messages")))
+            .bearer_auth(app.token("an-a"))
+            .json(&serde_json::json!({ "message": content, "clientMessageId": client_id }));
+        async move {
+            let response = request.send().await.expect("sending");
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            (status, body)
+        }
+    };
+
+    let (status, first) = send("announced", "c1").await;
+    assert_eq!(status, 201, "{first}");
+    let first_id = first["id"].as_str().expect("a message id").to_owned();
+    assert_eq!(
+        journaled_messages(&app).await,
+        [("chat:new_message".to_owned(), first_id.clone())]
+    );
+    // A retry is answered with the original and journals nothing more.
+    let (status, again) = send("announced", "c1").await;
+    assert_eq!((status, again["id"].as_str()), (200, Some(&*first_id)));
+    assert_eq!(journaled_messages(&app).await.len(), 1);
+
+    app.core
+        .db
+        .execute_unprepared("DELETE FROM event_head")
+        .await
+        .expect("breaking the journal");
+    let (status, body) = send("never announced", "c2").await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["code"], "INTERNAL", "{body}");
+    let rows = stored(&app, &room_id).await;
+    assert_eq!(rows.len(), 1, "the unannounced message was stored");
+    let room = room::Entity::find_by_id(room_id.as_str())
+        .one(&app.core.db)
+        .await
+        .expect("reading the room")
+        .expect("the room");
+    assert_eq!(room.last_seq, 1, "the failed message took no seq");
+}

@@ -15,6 +15,7 @@ use super::model::{Message, MessageType};
 use super::{ChatService, is_unique_violation, new_id};
 use crate::auth::AuthUser;
 use crate::error::{AppError, AppResult};
+use crate::write_path::{Announce, Committed};
 
 /// A message to send, as given by a client.
 #[derive(Clone, Debug)]
@@ -31,6 +32,9 @@ pub struct NewMessage {
 pub struct Sent {
     pub message: Message,
     pub duplicate: bool,
+    /// The announcement journaled with the message (see [`ChatService::send_announced`]),
+    /// to hand to the pipeline for delivery.
+    pub event: Option<crate::pipeline::Event>,
 }
 
 /// How to page through a room's history.
@@ -56,6 +60,17 @@ impl ChatService {
     /// with concurrent senders ([`crate::write_path::WritePath::insert_message`]); idempotency on
     /// `clientMessageId` is checked inside the batch, so a retry costs no query of its own.
     pub async fn send_message(&self, sender: &AuthUser, input: NewMessage) -> AppResult<Sent> {
+        self.send_announced(sender, input, None).await
+    }
+
+    /// [`ChatService::send_message`], journaling the event `announce` builds from the stored
+    /// row in the message's own transaction: stored and announced, or neither.
+    pub async fn send_announced(
+        &self,
+        sender: &AuthUser,
+        input: NewMessage,
+        announce: Option<Announce>,
+    ) -> AppResult<Sent> {
         self.require_member(&input.room_id, &sender.id).await?;
         let message_type = input.message_type.unwrap_or(MessageType::Text);
         if message_type == MessageType::System {
@@ -89,6 +104,7 @@ impl ChatService {
                 return Ok(Sent {
                     message: existing.into(),
                     duplicate: true,
+                    event: None,
                 });
             }
             return Err(limited);
@@ -108,14 +124,22 @@ impl ChatService {
             edited_at: None,
             deleted: false,
         };
-        match self.writes.insert_message(row).await {
-            Ok(Inserted::Stored(stored)) => Ok(Sent {
+        match self.writes.insert_message(row, announce).await {
+            Ok(Committed {
+                inserted: Inserted::Stored(stored),
+                event,
+            }) => Ok(Sent {
                 message: stored.into(),
                 duplicate: false,
+                event,
             }),
-            Ok(Inserted::Duplicate(existing)) => Ok(Sent {
+            Ok(Committed {
+                inserted: Inserted::Duplicate(existing),
+                ..
+            }) => Ok(Sent {
                 message: existing.into(),
                 duplicate: true,
+                event: None,
             }),
             // A concurrent retry with the same client id (on another node) won the race between
             // the batch's lookup and its insert: answer with its message.
@@ -128,6 +152,7 @@ impl ChatService {
                     Some(existing) => Ok(Sent {
                         message: existing.into(),
                         duplicate: true,
+                        event: None,
                     }),
                     None => Err(AppError::Internal(e.into())),
                 }
