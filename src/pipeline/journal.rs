@@ -22,13 +22,42 @@ const EVENTS_PER_INSERT: usize = 200;
 /// Targets inserted per statement.
 const TARGETS_PER_INSERT: usize = 500;
 
-/// A statement written with `$n` placeholders, in the backend's own syntax (`?n` on SQLite).
+/// A statement written with `$n` placeholders, in the backend's own syntax (see
+/// [`sqlite_placeholders`]).
 fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
     let sql = match backend {
         DbBackend::Postgres => sql.to_owned(),
-        _ => sql.replace('$', "?"),
+        _ => sqlite_placeholders(sql),
     };
     Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// SQLite's syntax for `$n` placeholders: a plain `?` when they come in order (`$1`, `$2`, …,
+/// each once), else numbered `?n`. Numbered placeholders are named parameters to SQLite, and
+/// binding each one looks its name up in a list: a 1,600-parameter journal insert took a
+/// quadratic number of steps (`sqlite3_bind_parameter_name`, 4% of the server's CPU under
+/// message load). Plain ones have no name.
+fn sqlite_placeholders(sql: &str) -> String {
+    let mut plain = String::with_capacity(sql.len());
+    let mut next = 1u64;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '$' {
+            plain.push(c);
+            continue;
+        }
+        let mut n = 0u64;
+        while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
+            n = n * 10 + u64::from(d);
+            chars.next();
+        }
+        if n != next {
+            return sql.replace('$', "?");
+        }
+        next += 1;
+        plain.push('?');
+    }
+    plain
 }
 
 fn db_id(id: u64) -> Value {
@@ -458,4 +487,23 @@ pub async fn purge(
         }
     }
     Ok(u64::try_from(n).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod placeholder_tests {
+    use super::sqlite_placeholders;
+
+    #[test]
+    fn sqlite_placeholders_are_plain_when_in_order_and_numbered_otherwise() {
+        assert_eq!(
+            sqlite_placeholders("INSERT INTO t VALUES ($1, $2), ($3, $4)"),
+            "INSERT INTO t VALUES (?, ?), (?, ?)"
+        );
+        assert_eq!(
+            sqlite_placeholders("SELECT x FROM t WHERE a = $1 AND b > $2 AND c <> $1"),
+            "SELECT x FROM t WHERE a = ?1 AND b > ?2 AND c <> ?1"
+        );
+        assert_eq!(sqlite_placeholders("SELECT $2, $1"), "SELECT ?2, ?1");
+        assert_eq!(sqlite_placeholders("SELECT 1"), "SELECT 1");
+    }
 }
