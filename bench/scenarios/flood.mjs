@@ -2,9 +2,10 @@
 // --chat-rate per second) while one socket in every hundred sends events as fast as its socket
 // takes them, without acks: `chat:typing`, `chat:sync`, `presence:activity`,
 // `notifications:subscribe`, `chat:read` in turn. A flooder that the server disconnects comes
-// back at once and goes on. The healthy chatters' ack p99 must stay under --target-p99 and the
+// back at once and goes on. The flooders run on a worker thread (lib/flood-worker.mjs). The healthy chatters' ack p99 must stay under --target-p99 and the
 // server's RSS growth under --max-growth-mb; the report says what the flooders got
 // (RATE_LIMITED answers, disconnects) and how much of their traffic the server took.
+import { Worker } from 'node:worker_threads';
 import { DeliveryBook, benchContent, drain } from '../lib/book.mjs';
 import { runScenario, scenarioOptions, verdict } from '../lib/cli.mjs';
 import { LiteSocket, now, pool } from '../lib/lite.mjs';
@@ -21,14 +22,6 @@ const spec = {
   'max-growth-mb': [100, 'PASS needs server RSS growth (peak - before) <= this many MB'],
   'drain-ms': [5000, 'stop waiting for deliveries after this long without progress'],
 };
-
-const FLOOD_EVENTS = (roomId) => [
-  ['chat:typing', { roomId, isTyping: true }],
-  ['chat:sync', { roomId, afterSeq: 0, limit: 100 }],
-  ['presence:activity', { activity: 'viewing:post:1' }],
-  ['notifications:subscribe', {}],
-  ['chat:read', { roomId, upToSeq: 1 }],
-];
 
 export async function main(argv) {
   const opts = scenarioOptions('flood', argv, spec);
@@ -67,52 +60,18 @@ export async function main(argv) {
     await new Promise((r) => setTimeout(r, 1000));
     const rss = rssSampler(server.pid, 250);
     const rssBeforeKb = rss.sample();
-    let flooding = true;
-    const flood = { sent: 0, acked: 0, rateLimited: 0, reconnects: 0, closes: {}, connectErrors: {} };
-    const flooders = Array.from({ length: nFlood }, (_, f) => (async () => {
-      const token = server.token(`fl-${runId}-flooder${f}`);
-      const events = FLOOD_EVENTS(roomIds[f]);
-      while (flooding) {
-        const s = new LiteSocket(server.url, token, {
-          onClose: (reason) => {
-            flood.closes[reason] = (flood.closes[reason] || 0) + 1;
-          },
-          onEvent: (event, payload) => {
-            if (event === 'error' || event === 'session:error') {
-              const key = `${event} ${payload?.code ?? ''}`;
-              flood.closes[key] = (flood.closes[key] || 0) + 1;
-            }
-          },
-        });
-        const r = await s.connect(10_000);
-        if (r.error) {
-          flood.connectErrors[r.error] = (flood.connectErrors[r.error] || 0) + 1;
-          await new Promise((res) => setTimeout(res, 100));
-          continue;
-        }
-        let k = 0;
-        // every 50th event asks for an ack, to see what a flooder is told
-        while (flooding && !s.closed) {
-          if (s.buffered > 256 * 1024) {
-            await new Promise((res) => setTimeout(res, 1));
-            continue;
-          }
-          const [event, data] = events[k % events.length];
-          const ack = k % 50 === 0
-            ? (reply) => {
-                if (reply?.ok) flood.acked += 1;
-                else if (reply?.error?.code === 'RATE_LIMITED') flood.rateLimited += 1;
-              }
-            : undefined;
-          s.emit(event, data, ack);
-          flood.sent += 1;
-          k += 1;
-          if (k % 200 === 0) await new Promise((res) => setImmediate(res));
-        }
-        s.terminate();
-        if (flooding) flood.reconnects += 1;
-      }
-    })());
+    // On a worker thread: see lib/flood-worker.mjs.
+    const worker = new Worker(new URL('../lib/flood-worker.mjs', import.meta.url), {
+      workerData: {
+        url: server.url,
+        tokens: Array.from({ length: nFlood }, (_, f) => server.token(`fl-${runId}-flooder${f}`)),
+        roomIds: roomIds.slice(0, nFlood),
+      },
+    });
+    const flooders = new Promise((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+    });
 
     const acks = [];
     const ackErrors = {};
@@ -131,9 +90,10 @@ export async function main(argv) {
         }
       });
     }
-    flooding = false;
     console.log(`sent ${total} chat messages; stopping the flooders`);
-    await Promise.all(flooders);
+    worker.postMessage('stop');
+    const flood = await flooders;
+    await worker.terminate();
     const flooderStopMs = now() - t0 - opts.durationSec * 1000;
     const roomMembers = (r) => Math.min(opts.roomSize, opts.chatters - r * opts.roomSize);
     let expected = 0;
