@@ -224,6 +224,9 @@ pub struct Config {
         default_value_t = 3_600_000
     )]
     pub notification_purge_interval_ms: u64,
+    /// How often freed heap memory is handed back to the OS (glibc's `malloc_trim`); 0 = never.
+    #[arg(long, env = "HEAP_TRIM_INTERVAL_MS", default_value_t = 30_000)]
+    pub heap_trim_interval_ms: u64,
     /// How long resume cursors into chat events stay valid: older journal entries are purged.
     #[arg(long, env = "EVENT_RETENTION_CHAT_MS", default_value_t = 604_800_000)]
     pub event_retention_chat_ms: u64,

@@ -18,6 +18,8 @@ pub mod demo;
 pub mod domain;
 /// The one error type and its wire shapes.
 pub mod error;
+/// Freed heap memory handed back to the OS, so RSS follows the live heap.
+pub mod heap;
 /// The REST transport.
 pub mod http;
 /// Checks on raw input shared by both transports (no NUL characters anywhere).

@@ -32,6 +32,7 @@ pub fn spawn_all<A: Adapter>(io: SocketIo<A>, core: Arc<Core>) {
     tokio::spawn(event_purger(core.clone()));
     tokio::spawn(crate::outbound::push::run(core.clone()));
     tokio::spawn(crate::outbound::webhook::run(core.clone()));
+    tokio::spawn(crate::heap::trimmer(core.clone()));
     tokio::spawn(notification_purger(core));
 }
 
