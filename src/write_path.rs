@@ -224,28 +224,32 @@ impl WritePath {
         let rows: Vec<message::Model> = jobs.iter().map(|j| j.row.clone()).collect();
         let tx = self.db.begin().await?;
         let results = insert_batch(&tx, rows).await?;
+        // The announcements in job order, and which jobs have one.
         let mut events = Vec::new();
-        // For each job, the index of its event in `events`.
-        let mut event_of = vec![None; jobs.len()];
-        for (i, (job, result)) in jobs.iter().zip(&results).enumerate() {
-            if let (Some(announce), Ok(Inserted::Stored(row))) = (&job.announce, result)
-                && let Some(event) = announce(row)
-            {
-                event_of[i] = Some(events.len());
-                events.push(event);
-            }
-        }
+        let announced: Vec<bool> = jobs
+            .iter()
+            .zip(&results)
+            .map(|(job, result)| {
+                let event = match (&job.announce, result) {
+                    (Some(announce), Ok(Inserted::Stored(row))) => announce(row),
+                    _ => None,
+                };
+                let some = event.is_some();
+                events.extend(event);
+                some
+            })
+            .collect();
         // Last, so that on PostgreSQL the journal head's row lock is held only for the commit.
         journal::append(&tx, &mut events).await?;
         tx.commit().await?;
-        let mut events: Vec<Option<Event>> = events.into_iter().map(Some).collect();
+        let mut events = events.into_iter();
         Ok(results
             .into_iter()
-            .zip(event_of)
-            .map(|(result, at)| {
+            .zip(announced)
+            .map(|(result, announced)| {
                 result.map(|inserted| Committed {
                     inserted,
-                    event: at.and_then(|i| events[i].take()),
+                    event: if announced { events.next() } else { None },
                 })
             })
             .collect())

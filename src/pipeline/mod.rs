@@ -216,13 +216,7 @@ impl Pipeline {
     /// after the commit) the gap is filled from the journal.
     pub async fn committed(&self, event: Event) -> Option<Cursor> {
         let id = event.id?;
-        if let Some(bus) = &self.bus {
-            bus.publish(&self.node_id, std::slice::from_ref(&event))
-                .await;
-        }
-        let (done, wait) = oneshot::channel();
-        self.feed(Input::Event(event, Some(done))).await;
-        delivered(wait).await;
+        self.hand_over(event).await;
         Some(self.cursor(id))
     }
 
@@ -250,6 +244,11 @@ impl Pipeline {
     }
 
     async fn publish_ephemeral(&self, ev: Event) {
+        self.hand_over(ev).await;
+    }
+
+    /// To the other nodes, then to this node's dispatcher, waiting for the local delivery.
+    async fn hand_over(&self, ev: Event) {
         if let Some(bus) = &self.bus {
             bus.publish(&self.node_id, std::slice::from_ref(&ev)).await;
         }

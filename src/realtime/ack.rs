@@ -45,7 +45,20 @@ where
     F: Future<Output = AppResult<Value>>,
 {
     let started = Instant::now();
-    let reply = match body.await {
+    let result = body.await;
+    answer(event, core, ack, result, started.elapsed());
+}
+
+/// Answers the ack with `{ ok: true, ...result }` or the error, and counts the event. Sync, so
+/// an event refused in the read loop is answered the same way (see `context`).
+pub fn answer<A: Adapter>(
+    event: &'static str,
+    core: &Core,
+    ack: AckSender<A>,
+    result: AppResult<Value>,
+    elapsed: std::time::Duration,
+) {
+    let reply = match result {
         Ok(result) => {
             let mut object = match result {
                 Value::Object(map) => map,
@@ -63,7 +76,7 @@ where
             error.ack()
         }
     };
-    core.metrics.event_in(event, started.elapsed());
+    core.metrics.event_in(event, elapsed);
     // Without an ack id (the client passed no callback) this is a no-op.
     if let Err(e) = ack.send(&reply) {
         tracing::debug!(event, error = %e, "ack not sent");

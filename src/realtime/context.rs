@@ -19,7 +19,7 @@ use socketioxide::extract::{AckSender, Event as EventName, Extension, SocketRef,
 use socketioxide::handler::{FromMessageParts, Value as RawValue};
 use socketioxide::socket::Socket;
 
-use super::ack::respond;
+use super::ack::{answer, respond};
 use super::budget::Refusal;
 use super::emit::Emitter;
 use super::order::Turn;
@@ -124,17 +124,11 @@ fn refuse<A: Adapter>(
     let event = EventName::from_message_parts(socket, v, ack)
         .map(|EventName(name)| super::events::label(&name))
         .unwrap_or("unknown");
-    let error = AppError::RateLimited {
+    let refused = Err(AppError::RateLimited {
         retry_after_ms: refusal.retry_after_ms(),
-    };
-    core.metrics.ack_error(event, error.code());
-    core.metrics.event_in(event, std::time::Duration::ZERO);
-    if ack.is_some() {
-        let sender = infallible(AckSender::from_message_parts(socket, v, ack));
-        if let Err(e) = sender.send(&error.ack()) {
-            tracing::debug!(event, error = %e, "refusal not sent");
-        }
-    }
+    });
+    let sender = infallible(AckSender::from_message_parts(socket, v, ack));
+    answer(event, core, sender, refused, std::time::Duration::ZERO);
     if refusal.flood {
         let socket = infallible(SocketRef::from_message_parts(socket, v, ack));
         super::slow::drop_socket(socket, core, DropReason::Flood);
