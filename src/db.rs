@@ -49,24 +49,34 @@ pub async fn connect_and_migrate_with(
     waits: Waits,
 ) -> anyhow::Result<DatabaseConnection> {
     let db = connect_with(url, waits).await?;
-    migrate(url, &db).await?;
+    migrate(url, waits).await?;
     Ok(db)
 }
 
-/// Runs pending migrations. Nodes of a cluster start together, so on PostgreSQL they queue on
-/// an advisory lock held on a dedicated single connection (the lock belongs to a session).
-async fn migrate(url: &str, db: &DatabaseConnection) -> anyhow::Result<()> {
-    if db.get_database_backend() != DbBackend::Postgres {
-        return migrate_sqlite(db).await;
-    }
-    let mut options = ConnectOptions::new(url.to_owned());
-    options
-        .max_connections(1)
-        .min_connections(1)
-        .sqlx_logging(false);
-    let session = Database::connect(options)
+/// A single connection of its own, for migrations. They must not wander across a pool: SQLite
+/// checks DDL against a connection's cached schema without asking whether it is current, so a
+/// `CREATE INDEX` on a connection that last ran before another one's `DROP` is refused ("index
+/// … already exists"); and PostgreSQL's advisory lock belongs to one session.
+pub async fn migration_session(url: &str, waits: Waits) -> anyhow::Result<DatabaseConnection> {
+    open(url, waits, 1)
         .await
-        .context("opening the migration session")?;
+        .context("opening the migration session")
+}
+
+/// Runs pending migrations on a [`migration_session`]. Nodes of a cluster start together, so on
+/// PostgreSQL they queue on an advisory lock.
+async fn migrate(url: &str, waits: Waits) -> anyhow::Result<()> {
+    let session = migration_session(url, waits).await?;
+    let result = if session.get_database_backend() == DbBackend::Postgres {
+        migrate_postgres(&session).await
+    } else {
+        migrate_sqlite(&session).await
+    };
+    let _ = session.close().await;
+    result
+}
+
+async fn migrate_postgres(session: &DatabaseConnection) -> anyhow::Result<()> {
     let lock = |sql: &str| {
         Statement::from_sql_and_values(DbBackend::Postgres, sql, [MIGRATION_LOCK.into()])
     };
@@ -74,22 +84,21 @@ async fn migrate(url: &str, db: &DatabaseConnection) -> anyhow::Result<()> {
         .execute_raw(lock("SELECT pg_advisory_lock($1)"))
         .await
         .context("taking the migration lock")?;
-    let result = Migrator::up(&session, None)
+    let result = Migrator::up(session, None)
         .await
         .context("running migrations");
     let _ = session
         .execute_raw(lock("SELECT pg_advisory_unlock($1)"))
         .await;
-    let _ = session.close().await;
     result
 }
 
 /// SQLite has no advisory locks: a process that loses the race to another one migrating the
 /// same file retries once the other is done, finding the migrations applied.
-async fn migrate_sqlite(db: &DatabaseConnection) -> anyhow::Result<()> {
+async fn migrate_sqlite(session: &DatabaseConnection) -> anyhow::Result<()> {
     let mut attempt = 0;
     loop {
-        match Migrator::up(db, None).await {
+        match Migrator::up(session, None).await {
             Ok(()) => return Ok(()),
             Err(e) if attempt < 5 => {
                 attempt += 1;
@@ -109,6 +118,12 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
 /// Opens the pool. SQLite gets WAL, and its file is created on first start whatever form the
 /// URL takes (see [`crate::sqlite_url`]).
 pub async fn connect_with(url: &str, waits: Waits) -> anyhow::Result<DatabaseConnection> {
+    let sqlite = url.starts_with("sqlite:");
+    open(url, waits, if sqlite { 8 } else { 32 }).await
+}
+
+/// Opens `max_connections` connections with the options every connection of this server gets.
+async fn open(url: &str, waits: Waits, max_connections: u32) -> anyhow::Result<DatabaseConnection> {
     let Waits {
         acquire: acquire_timeout,
         busy: busy_timeout,
@@ -123,7 +138,7 @@ pub async fn connect_with(url: &str, waits: Waits) -> anyhow::Result<DatabaseCon
     };
     let mut options = ConnectOptions::new(url.to_owned());
     options
-        .max_connections(if sqlite { 8 } else { 32 })
+        .max_connections(max_connections)
         .min_connections(1)
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(acquire_timeout)

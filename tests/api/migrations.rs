@@ -5,7 +5,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement};
 
 use switchboard::domain::chat::{NewRoom, RoomType};
 
-use crate::common::{Backend, fresh_database, spawn_app};
+use crate::common::{Backend, TestApp, fresh_database, spawn_app};
 
 /// Every table the first migration creates.
 const TABLES: &[&str] = &[
@@ -37,6 +37,14 @@ fn search_probe(backend: Backend) -> &'static str {
         Backend::Sqlite => "SELECT count(*) FROM messages_fts",
         Backend::Postgres => "SELECT count(search) FROM messages",
     }
+}
+
+/// A connection of its own to the app's database, for migrating under a live app the way the
+/// server migrates at startup (see [`switchboard::db::migration_session`]).
+async fn session(app: &TestApp) -> DatabaseConnection {
+    switchboard::db::migration_session(&app.core.config.database_url, Default::default())
+        .await
+        .expect("a migration session")
 }
 
 async fn applied(db: &DatabaseConnection) -> usize {
@@ -93,7 +101,7 @@ async fn running_migrations_again_changes_nothing(backend: Backend) {
 
 async fn migrations_go_down_and_up_again(backend: Backend) {
     let app = spawn_app(backend).await;
-    let db = &app.core.db;
+    let db = &session(&app).await;
 
     Migrator::down(db, None)
         .await
@@ -157,7 +165,7 @@ fn direct_with(other: &str) -> NewRoom {
 /// A direct room made under the newline key is found again once its key is rewritten.
 async fn direct_rooms_made_before_the_key_change_are_still_found(backend: Backend) {
     let app = spawn_app(backend).await;
-    let db = &app.core.db;
+    let db = &session(&app).await;
     Migrator::down(db, Some(steps_back_to("m20261201_000001_direct_room_key")))
         .await
         .expect("going back before the key change");
@@ -203,7 +211,7 @@ async fn direct_rooms_made_before_the_key_change_are_still_found(backend: Backen
 /// Messages stored before the search index was re-keyed are found after it.
 async fn messages_indexed_before_the_search_key_change_are_found(backend: Backend) {
     let app = spawn_app(backend).await;
-    let db = &app.core.db;
+    let db = &session(&app).await;
     let (room, _) = app
         .core
         .chat
