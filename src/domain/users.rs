@@ -44,29 +44,41 @@ pub async fn upsert(
 
 /// A user connects: a `name` claim updates the profile, no claim creates the user named after
 /// their id if they are new and keeps an existing profile as it is. Returns the name to show.
+///
+/// A returning user whose profile already says what the token says costs one pooled read and
+/// no write: after a deploy every socket reconnects at once, and a write per connect would
+/// queue the whole avalanche on the single SQLite writer, ahead of everyone's messages.
 pub async fn sign_in(
     writes: &WritePath,
     db: &DatabaseConnection,
     id: &str,
     name_claim: Option<&str>,
 ) -> AppResult<String> {
-    if let Some(name) = name_claim {
-        upsert(writes, id, name, None).await?;
-        return Ok(name.to_owned());
+    let stored = stored_name(db, id).await?;
+    match (stored, name_claim) {
+        (Some(stored), None) => Ok(stored),
+        (Some(stored), Some(name)) if stored == name => Ok(stored),
+        (_, Some(name)) => {
+            upsert(writes, id, name, None).await?;
+            Ok(name.to_owned())
+        }
+        (None, None) => {
+            let now = Utc::now();
+            user::Entity::insert(user::ActiveModel {
+                id: Set(id.to_owned()),
+                name: Set(id.to_owned()),
+                avatar_url: Set(None),
+                last_seen: Set(None),
+                created_at: Set(now),
+                updated_at: Set(now),
+            })
+            .on_conflict(OnConflict::column(user::Column::Id).do_nothing().to_owned())
+            .exec_without_returning(&*writes.turn().await?)
+            .await?;
+            // Another connect may have created the user meanwhile, with a name claim.
+            Ok(stored_name(db, id).await?.unwrap_or_else(|| id.to_owned()))
+        }
     }
-    let now = Utc::now();
-    user::Entity::insert(user::ActiveModel {
-        id: Set(id.to_owned()),
-        name: Set(id.to_owned()),
-        avatar_url: Set(None),
-        last_seen: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-    })
-    .on_conflict(OnConflict::column(user::Column::Id).do_nothing().to_owned())
-    .exec_without_returning(&*writes.turn().await?)
-    .await?;
-    Ok(stored_name(db, id).await?.unwrap_or_else(|| id.to_owned()))
 }
 
 /// The profile's display name, if the user exists.

@@ -308,3 +308,31 @@ async fn receipts_that_move_nothing_take_no_write_turn() {
     assert!(last.moved);
     assert_eq!((last.up_to_seq, last.unread_count), (3, 0));
 }
+
+/// A returning user whose profile already matches the token connects without a turn of the
+/// write path, so a reconnect avalanche after a deploy does not queue on the SQLite writer. The
+/// test holds the turn itself; a write would wait for it.
+#[tokio::test]
+async fn a_returning_user_signs_in_without_a_write_turn() {
+    let app = spawn_app_with(Backend::Sqlite, &[]).await;
+    let core = &app.core;
+    let sign_in =
+        |claim: Option<&'static str>| users::sign_in(&core.writes, &core.db, "ann", claim);
+    assert_eq!(sign_in(Some("Ann")).await.expect("first sign-in"), "Ann");
+
+    let held = core.writes.turn().await.expect("taking the write turn");
+    let within = std::time::Duration::from_secs(5);
+    for claim in [Some("Ann"), None] {
+        let name = tokio::time::timeout(within, sign_in(claim))
+            .await
+            .unwrap_or_else(|_| panic!("signing in with {claim:?} waited for the write turn"))
+            .expect("signing in again");
+        assert_eq!(name, "Ann", "claim {claim:?}");
+    }
+    drop(held);
+
+    // A new name still writes.
+    assert_eq!(sign_in(Some("Annie")).await.expect("renamed"), "Annie");
+    let stored = users::stored_name(&core.db, "ann").await.expect("reading");
+    assert_eq!(stored.as_deref(), Some("Annie"));
+}
