@@ -354,7 +354,8 @@ fn app_router<A: Adapter>(
 /// Where socketioxide serves Engine.IO (its default, kept by the builder above).
 const SOCKET_IO_PATH: &str = "/socket.io";
 
-/// Copies the URI and headers of a Socket.IO request out of hyper's read buffer.
+/// Copies the URI and headers of a Socket.IO request out of hyper's read buffer, and drops the
+/// extensions engineioxide does not need.
 ///
 /// hyper parses a request without copying: its URI and header values are slices of the
 /// connection's read buffer, and axum's `OriginalUri` extension is a clone of that URI.
@@ -382,17 +383,17 @@ async fn own_handshake_parts(mut req: axum::extract::Request) -> axum::extract::
             owned.append(name, value);
         }
     }
+    // Of the extensions, engineioxide needs only hyper's upgrade handle; the rest (the
+    // router's path parameters and matched path, a second copy of the URI) would live as long
+    // as the socket too.
+    let mut kept = axum::http::Extensions::new();
+    if let Some(upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() {
+        kept.insert(upgrade);
+    }
     if let Ok(uri) = req.uri().to_string().parse::<axum::http::Uri>() {
-        if req
-            .extensions()
-            .get::<axum::extract::OriginalUri>()
-            .is_some()
-        {
-            req.extensions_mut()
-                .insert(axum::extract::OriginalUri(uri.clone()));
-        }
         *req.uri_mut() = uri;
     }
+    *req.extensions_mut() = kept;
     req
 }
 
@@ -481,9 +482,9 @@ mod tests {
             "a part still points into the read buffer"
         );
         assert_eq!(req.uri(), PATH);
-        assert_eq!(
-            req.extensions().get::<OriginalUri>().map(|u| u.0.clone()),
-            Some(Uri::from_static(PATH))
+        assert!(
+            req.extensions().get::<OriginalUri>().is_none(),
+            "the router's extensions would live as long as the socket"
         );
         assert_eq!(req.headers()[header::UPGRADE], "websocket");
         let auth = &req.headers()[header::AUTHORIZATION];
