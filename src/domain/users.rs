@@ -63,18 +63,8 @@ pub async fn sign_in(
             Ok(name.to_owned())
         }
         (None, None) => {
-            let now = Utc::now();
-            user::Entity::insert(user::ActiveModel {
-                id: Set(id.to_owned()),
-                name: Set(id.to_owned()),
-                avatar_url: Set(None),
-                last_seen: Set(None),
-                created_at: Set(now),
-                updated_at: Set(now),
-            })
-            .on_conflict(OnConflict::column(user::Column::Id).do_nothing().to_owned())
-            .exec_without_returning(&*writes.turn().await?)
-            .await?;
+            crate::domain::chat::rooms::ensure_users(&*writes.turn().await?, std::iter::once(id))
+                .await?;
             // Another connect may have created the user meanwhile, with a name claim.
             Ok(stored_name(db, id).await?.unwrap_or_else(|| id.to_owned()))
         }
