@@ -138,6 +138,38 @@ describe('redis-emitter: delivery across the cluster', { skip: SKIP }, () => {
     assert.ok(sockets[2].connected, "the other user's socket stays");
   });
 
+  it('one publisher\'s room emits, namespace-wide emits and socketsLeave keep their order', async () => {
+    const user = await makeUser(ctx.cluster, 'emit-order');
+    const sockets = [await socketOn(ctx.cluster, 0, user), await socketOn(ctx.cluster, 1, user)];
+    const tag = uid('order');
+    const seen = sockets.map((s) => {
+      const order = [];
+      s.onAny((event, p) => {
+        if (p?.tag === tag) order.push(`${event}:${p.i}`);
+      });
+      return order;
+    });
+    const emitter = new Emitter(ctx.redis).of('/realtime');
+    const custom = `custom:${uid('room')}`;
+    emitter.in(`user:${user.id}`).socketsJoin(custom);
+    const expected = [];
+    // Room emits go through the dispatcher, namespace-wide ones straight to the sockets: one
+    // must not overtake the other. 40 pairs stay well inside a socket's outgoing buffer (128
+    // packets), past which the socket would be dropped as a slow consumer.
+    for (let i = 0; i < 40; i++) {
+      emitter.to(`user:${user.id}`).emit('ordered:room', { tag, i });
+      emitter.emit('ordered:all', { tag, i });
+      expected.push(`ordered:room:${i}`, `ordered:all:${i}`);
+    }
+    // Published after the last room emit, the leave must not take effect before it.
+    emitter.to(custom).emit('ordered:custom', { tag, i: 0 });
+    emitter.in(`user:${user.id}`).socketsLeave(custom);
+    emitter.to(custom).emit('ordered:custom', { tag, i: 1 });
+    expected.push('ordered:custom:0');
+    await marker(emitter, sockets);
+    for (const order of seen) assert.deepEqual(order, expected);
+  });
+
   it('a garbage frame is counted and does not stop later deliveries', async () => {
     const user = await makeUser(ctx.cluster, 'emit-bad');
     const sockets = [await socketOn(ctx.cluster, 0, user), await socketOn(ctx.cluster, 1, user)];

@@ -60,12 +60,28 @@ pub(crate) fn builder(url: &str) -> anyhow::Result<Builder> {
     Ok(builder)
 }
 
+/// How many pub/sub messages a subscriber client holds for its reader. fred hands them over
+/// in a broadcast channel of 32 by default, and a reader that falls further behind loses the
+/// oldest: a backend publishing a burst of 80 emitter events at once lost the first 50 on
+/// every node. 1,024 absorbs such bursts for about 1 MB per subscriber (fred allocates
+/// the slots of its eight notification channels up front).
+const SUBSCRIBER_BACKLOG: usize = 1024;
+
+/// [`builder`] for a pub/sub subscriber, with [`SUBSCRIBER_BACKLOG`].
+pub(crate) fn subscriber_builder(url: &str) -> anyhow::Result<Builder> {
+    let mut builder = builder(url)?;
+    builder.with_performance_config(|p| {
+        p.broadcast_channel_capacity = SUBSCRIBER_BACKLOG;
+    });
+    Ok(builder)
+}
+
 /// Connects the command client, the adapter's subscriber and the invalidation subscriber.
 pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<RedisConnections> {
     let client = builder(url)?.build().context("building the Redis client")?;
     client.init().await.context("connecting to Redis")?;
 
-    let invalidations = builder(url)?
+    let invalidations = subscriber_builder(url)?
         .build_subscriber_client()
         .context("building the Redis subscriber")?;
     invalidations
@@ -78,7 +94,7 @@ pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<RedisConnections
         .await
         .context("subscribing to invalidations")?;
 
-    let subscriber = builder(url)?
+    let subscriber = subscriber_builder(url)?
         .build_subscriber_client()
         .context("building the Redis subscriber")?;
     let resubscribed = Arc::new(Notify::new());

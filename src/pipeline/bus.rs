@@ -144,7 +144,7 @@ impl Publisher {
 
 /// Connects and subscribes this node's bus subscriber.
 pub async fn subscribe(url: &str, prefix: &str) -> anyhow::Result<SubscriberClient> {
-    let client = crate::cluster::builder(url)?
+    let client = crate::cluster::subscriber_builder(url)?
         .build_subscriber_client()
         .context("building the event bus subscriber")?;
     client

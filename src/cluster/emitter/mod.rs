@@ -10,6 +10,12 @@
 //! (Socket.IO only: the other transports carry one JSON payload per event). The emitter publishes each
 //! emit once (on the room channel when there is exactly one room, else on the namespace
 //! channel), and one pattern subscription covers both, so no node sees a message twice.
+//!
+//! One publisher's messages keep their order on every socket: Redis hands them over in order
+//! and this loop handles one at a time, and before anything it does directly (an emit that
+//! bypasses the dispatcher, a join, a leave, a disconnect) it waits for the dispatcher to
+//! deliver what it was handed before ([`settle`]), so a namespace-wide marker cannot overtake
+//! a room emit, and a `socketsLeave` cannot overtake the emit published just before it.
 
 pub mod frame;
 
@@ -67,7 +73,7 @@ pub struct EmitterSubscriber {
 /// Connects a dedicated subscriber (it must not share the adapter's, whose messages it would
 /// otherwise see) and subscribes to the emitter's channels for `namespace`.
 pub async fn subscribe(url: &str, key: &str, namespace: &str) -> anyhow::Result<EmitterSubscriber> {
-    let client = super::builder(url)?
+    let client = super::subscriber_builder(url)?
         .build_subscriber_client()
         .context("building the Redis emitter subscriber")?;
     client
@@ -130,6 +136,7 @@ pub async fn listen<A: Adapter>(
             continue;
         };
         if *message.channel == *channels.requests {
+            settle(&core).await;
             on_request(&io, namespace, bytes, &metrics).await;
         } else {
             on_broadcast(&io, namespace, bytes, &core).await;
@@ -147,6 +154,13 @@ fn has_binary(arg: &frame::Arg) -> bool {
         frame::Arg::Map(entries) => entries.iter().any(|(_, v)| has_binary(v)),
         _ => false,
     }
+}
+
+/// Waits until the dispatcher delivered every event this loop handed it before, so what the
+/// loop does next directly lands after them. If the dispatcher is gone (shutdown) there is
+/// nothing left to wait for.
+async fn settle(core: &crate::state::Core) {
+    let _ = core.pipeline.in_order(|_| ()).await;
 }
 
 async fn on_broadcast<A: Adapter>(
@@ -183,6 +197,7 @@ async fn on_broadcast<A: Adapter>(
     let Some(ns) = io.of(namespace) else {
         return metrics.emitter_message("broadcast", "ignored", 1);
     };
+    settle(core).await;
     let Broadcast {
         event,
         args,
