@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::extract::{AckSender, TryData};
 use validator::Validate;
 
 use super::ack::{Payload, parse};
@@ -19,17 +19,6 @@ use crate::state::Core;
 /// Most messages one `chat:sync` returns; the default when no limit is given.
 const SYNC_MAX: u64 = 100;
 const SYNC_DEFAULT: u64 = 50;
-
-/// Registers the chat event handlers on a new socket.
-pub fn register<A: Adapter>(socket: &SocketRef<A>) {
-    super::events::on(socket, "chat:join", on_join::<A>);
-    super::events::on(socket, "chat:leave", on_leave::<A>);
-    super::events::on(socket, "chat:message", on_message::<A>);
-    super::events::on(socket, "chat:typing", on_typing::<A>);
-    super::events::on(socket, "chat:read", on_read::<A>);
-    super::events::on(socket, "chat:delivered", on_delivered::<A>);
-    super::events::on(socket, "chat:sync", on_sync::<A>);
-}
 
 #[derive(Deserialize, Validate)]
 #[serde(rename_all = "camelCase")]
@@ -94,7 +83,11 @@ struct SyncPayload {
     limit: Option<u64>,
 }
 
-async fn on_join<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, ack: AckSender<A>) {
+pub(super) async fn on_join<A: Adapter>(
+    ctx: EventCtx<A>,
+    TryData(data): TryData<Value>,
+    ack: AckSender<A>,
+) {
     let EventCtx {
         socket, core, user, ..
     } = &ctx;
@@ -121,7 +114,11 @@ async fn on_join<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, ac
     .await;
 }
 
-async fn on_leave<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, ack: AckSender<A>) {
+pub(super) async fn on_leave<A: Adapter>(
+    ctx: EventCtx<A>,
+    TryData(data): TryData<Value>,
+    ack: AckSender<A>,
+) {
     let EventCtx { socket, core, .. } = &ctx;
     ctx.respond("chat:leave", ack, async {
         let p: RoomRef = parse(data, Payload::Required)?;
@@ -132,7 +129,7 @@ async fn on_leave<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, a
     .await;
 }
 
-async fn on_message<A: Adapter>(
+pub(super) async fn on_message<A: Adapter>(
     ctx: EventCtx<A>,
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
@@ -155,7 +152,11 @@ async fn on_message<A: Adapter>(
     .await;
 }
 
-async fn on_typing<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, ack: AckSender<A>) {
+pub(super) async fn on_typing<A: Adapter>(
+    ctx: EventCtx<A>,
+    TryData(data): TryData<Value>,
+    ack: AckSender<A>,
+) {
     let EventCtx { io, core, user, .. } = &ctx;
     ctx.respond("chat:typing", ack, async {
         let p: TypingPayload = parse(data, Payload::Required)?;
@@ -174,7 +175,11 @@ pub async fn clear_typing<A: Adapter>(io: &SocketIo<A>, core: &Core, user_id: &s
     }
 }
 
-async fn on_read<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, ack: AckSender<A>) {
+pub(super) async fn on_read<A: Adapter>(
+    ctx: EventCtx<A>,
+    TryData(data): TryData<Value>,
+    ack: AckSender<A>,
+) {
     let EventCtx { core, user, .. } = &ctx;
     ctx.respond("chat:read", ack, async {
         let p: WatermarkPayload = parse(data, Payload::Required)?;
@@ -185,7 +190,7 @@ async fn on_read<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, ac
     .await;
 }
 
-async fn on_delivered<A: Adapter>(
+pub(super) async fn on_delivered<A: Adapter>(
     ctx: EventCtx<A>,
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
@@ -199,7 +204,11 @@ async fn on_delivered<A: Adapter>(
     .await;
 }
 
-async fn on_sync<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, ack: AckSender<A>) {
+pub(super) async fn on_sync<A: Adapter>(
+    ctx: EventCtx<A>,
+    TryData(data): TryData<Value>,
+    ack: AckSender<A>,
+) {
     let EventCtx { core, user, .. } = &ctx;
     ctx.respond("chat:sync", ack, async {
         let p: SyncPayload = parse(data, Payload::Required)?;

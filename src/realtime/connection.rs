@@ -7,16 +7,15 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Value, json};
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, Event as EventName, Extension, SocketRef, State, TryData};
+use socketioxide::extract::{Extension, SocketRef, State, TryData};
 use socketioxide::socket::DisconnectReason;
 use socketioxide::{SendError, SocketError, SocketIo};
 
-use super::context::EventCtx;
 use super::rooms;
 use super::slots::SlotGuard;
 use crate::auth::AuthUser;
 use crate::domain::{chat, notifications, users};
-use crate::error::{AppError, AppResult};
+use crate::error::AppResult;
 use crate::pipeline::Event;
 use crate::pipeline::journal::{self, FeedMode, ReplayRequest};
 use crate::state::Core;
@@ -41,7 +40,7 @@ pub async fn on_connect<A: Adapter>(
         .extensions
         .insert(super::membership::ConnectedAt(chrono::Utc::now()));
     socket.on_disconnect(on_disconnect::<A>);
-    register_handlers(&socket);
+    super::events::register(&socket);
 
     let resume = ResumeAuth::from_auth(auth.ok().as_ref());
     if let Err(e) = start_session(&socket, &user, &core, resume).await {
@@ -313,15 +312,6 @@ async fn send_waiting<A: Adapter, T: Serialize + ?Sized>(
     }
 }
 
-fn register_handlers<A: Adapter>(socket: &SocketRef<A>) {
-    super::chat::register(socket);
-    super::feed::register(socket);
-    super::notifications::register(socket);
-    super::presence::register(socket);
-    super::room_presence::register(socket);
-    socket.on_fallback(on_unknown_event::<A>);
-}
-
 /// The socket's event budget and line depth, from the settings.
 /// The per-socket budget is never stricter than the message rate limit the operator set: a
 /// deployment that allows 1,000 messages a minute lets one socket send them in one burst, and
@@ -344,19 +334,6 @@ fn line_limits(core: &Core) -> super::order::LineLimits {
 
 /// The deepest per-socket queue a raised message rate limit can ask for.
 const MAX_QUEUE_DEPTH: usize = 10_000;
-
-/// Answers events the server does not know, so a client awaiting an ack is not left hanging.
-/// They spend the socket's budget like any other event.
-async fn on_unknown_event<A: Adapter>(
-    ctx: EventCtx<A>,
-    EventName(event): EventName,
-    ack: AckSender<A>,
-) {
-    ctx.respond("unknown", ack, async move {
-        Err::<Value, _>(AppError::NotFound(format!("unknown event `{event}`")))
-    })
-    .await;
-}
 
 async fn on_disconnect<A: Adapter>(
     socket: SocketRef<A>,

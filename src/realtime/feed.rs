@@ -10,7 +10,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::extract::{AckSender, TryData};
 use validator::Validate;
 
 use super::ack::{Payload, parse};
@@ -20,14 +20,6 @@ use super::feed_counts::{self, Mode};
 use super::rooms;
 use crate::domain::feed::{Activity, Audience};
 use crate::pipeline::{FeedScope, Kind};
-
-/// Registers the feed event handlers on a new socket.
-pub fn register<A: Adapter>(socket: &SocketRef<A>) {
-    super::events::on(socket, "feed:subscribe", on_subscribe::<A>);
-    super::events::on(socket, "feed:unsubscribe", on_unsubscribe::<A>);
-    super::events::on(socket, "feed:watch", on_watch::<A>);
-    super::events::on(socket, "feed:unwatch", on_unwatch::<A>);
-}
 
 #[derive(Deserialize, Validate)]
 #[serde(rename_all = "camelCase")]
@@ -44,7 +36,7 @@ struct Empty {}
 /// Events mode joins `feed:{userId}`, and `feed:public` unless `followingOnly: true`.
 /// Subscribing again replaces the choice: a later `followingOnly: true` leaves `feed:public`,
 /// and switching mode leaves the other mode behind. Counts mode joins no feed room.
-async fn on_subscribe<A: Adapter>(
+pub(super) async fn on_subscribe<A: Adapter>(
     ctx: EventCtx<A>,
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
@@ -77,7 +69,7 @@ async fn on_subscribe<A: Adapter>(
 
 /// Leaves both feed rooms and ends counts mode; this socket gets no feed events or summaries
 /// until it subscribes again (watched targets stay watched).
-async fn on_unsubscribe<A: Adapter>(
+pub(super) async fn on_unsubscribe<A: Adapter>(
     ctx: EventCtx<A>,
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
@@ -109,7 +101,11 @@ struct UnwatchPayload {
 
 /// `feed:watch { targetId, intervalMs? }` → `feed:new_comments_available { targetId, count }`
 /// at most once per interval while comments the viewer may see arrive on the target.
-async fn on_watch<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, ack: AckSender<A>) {
+pub(super) async fn on_watch<A: Adapter>(
+    ctx: EventCtx<A>,
+    TryData(data): TryData<Value>,
+    ack: AckSender<A>,
+) {
     let EventCtx {
         socket, user, core, ..
     } = &ctx;
@@ -123,7 +119,7 @@ async fn on_watch<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, a
 }
 
 /// `feed:unwatch { targetId }`: no more comment counts for the target on this socket.
-async fn on_unwatch<A: Adapter>(
+pub(super) async fn on_unwatch<A: Adapter>(
     ctx: EventCtx<A>,
     TryData(data): TryData<Value>,
     ack: AckSender<A>,

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::extract::{AckSender, TryData};
 use validator::Validate;
 
 use super::ack::{Payload, parse};
@@ -13,15 +13,10 @@ use crate::http::MarkReadBody;
 /// How many notifications `notifications:subscribe` returns.
 const SUBSCRIBE_LATEST: u64 = 20;
 
-pub fn register<A: Adapter>(socket: &SocketRef<A>) {
-    super::events::on(socket, "notifications:subscribe", on_subscribe::<A>);
-    super::events::on(socket, "notifications:mark_read", on_mark_read::<A>);
-}
-
 #[derive(Deserialize, Validate)]
 struct Empty {}
 
-async fn on_subscribe<A: Adapter>(
+pub(super) async fn on_subscribe<A: Adapter>(
     ctx: EventCtx<A>,
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
@@ -39,7 +34,7 @@ async fn on_subscribe<A: Adapter>(
     .await;
 }
 
-async fn on_mark_read<A: Adapter>(
+pub(super) async fn on_mark_read<A: Adapter>(
     ctx: EventCtx<A>,
     TryData(data): TryData<Value>,
     ack: AckSender<A>,

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::extract::{AckSender, TryData};
 use validator::Validate;
 
 use super::ack::{Payload, parse};
@@ -25,11 +25,6 @@ use crate::state::Core;
 
 /// Largest accepted `metadata`, serialized.
 const MAX_METADATA_BYTES: usize = 1024;
-
-pub fn register<A: Adapter>(socket: &SocketRef<A>) {
-    super::events::on(socket, "presence:activity", on_activity::<A>);
-    super::events::on(socket, "presence:status", on_status::<A>);
-}
 
 /// `presence:activity` / `PUT /presence/activity`.
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
@@ -100,7 +95,7 @@ async fn activity_window(core: Arc<Core>, user_id: String) {
     }
 }
 
-async fn on_activity<A: Adapter>(
+pub(super) async fn on_activity<A: Adapter>(
     ctx: EventCtx<A>,
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
@@ -119,7 +114,11 @@ struct StatusPayload {
     status: super::actions::ChosenStatus,
 }
 
-async fn on_status<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, ack: AckSender<A>) {
+pub(super) async fn on_status<A: Adapter>(
+    ctx: EventCtx<A>,
+    TryData(data): TryData<Value>,
+    ack: AckSender<A>,
+) {
     let EventCtx { core, user, .. } = &ctx;
     ctx.respond("presence:status", ack, async {
         let payload: StatusPayload = parse(data, Payload::Required)?;

@@ -32,12 +32,6 @@ use crate::state::Core;
 /// Members listed in the `presence:watch` ack; larger rooms page on with `GET …/presence`.
 const SNAPSHOT_SIZE: u64 = 100;
 
-/// Registers `presence:watch` / `presence:unwatch` on a new socket.
-pub fn register<A: Adapter>(socket: &SocketRef<A>) {
-    super::events::on(socket, "presence:watch", on_watch::<A>);
-    super::events::on(socket, "presence:unwatch", on_unwatch::<A>);
-}
-
 #[derive(Deserialize, Validate)]
 #[serde(rename_all = "camelCase")]
 struct WatchPayload {
@@ -66,7 +60,11 @@ fn watched_by<A: Adapter>(socket: &SocketRef<A>) -> usize {
 
 /// `presence:watch { roomId }`: members only (`NOT_FOUND` for no room, `FORBIDDEN`
 /// otherwise). Joins first, then reads the snapshot, so no change falls between the two.
-async fn on_watch<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, ack: AckSender<A>) {
+pub(super) async fn on_watch<A: Adapter>(
+    ctx: EventCtx<A>,
+    TryData(data): TryData<Value>,
+    ack: AckSender<A>,
+) {
     let EventCtx {
         core, user, socket, ..
     } = &ctx;
@@ -107,7 +105,7 @@ async fn on_watch<A: Adapter>(ctx: EventCtx<A>, TryData(data): TryData<Value>, a
 
 /// `presence:unwatch { roomId }`: this socket stops hearing about the room. Unwatching a
 /// room not watched is fine.
-async fn on_unwatch<A: Adapter>(
+pub(super) async fn on_unwatch<A: Adapter>(
     ctx: EventCtx<A>,
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
