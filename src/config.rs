@@ -224,6 +224,10 @@ pub struct Config {
         default_value_t = 3_600_000
     )]
     pub notification_purge_interval_ms: u64,
+    /// How often the SQLite WAL is checkpointed off the write path (`db::checkpointer`); 0 =
+    /// leave it to SQLite, inside the commit that crosses 1,000 pages.
+    #[arg(long, env = "SQLITE_CHECKPOINT_INTERVAL_MS", default_value_t = 1_000)]
+    pub sqlite_checkpoint_interval_ms: u64,
     /// How often freed heap memory is handed back to the OS (glibc's `malloc_trim`); 0 = never.
     #[arg(long, env = "HEAP_TRIM_INTERVAL_MS", default_value_t = 30_000)]
     pub heap_trim_interval_ms: u64,

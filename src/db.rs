@@ -122,8 +122,107 @@ pub async fn connect_with(url: &str, waits: Waits) -> anyhow::Result<DatabaseCon
     open(url, waits, if sqlite { 8 } else { 32 }).await
 }
 
+/// SQLite's page cache of the writer connection, in KiB (each pooled reader keeps SQLite's
+/// default 2 MiB): the tables and indexes every message touches stay in it between commits.
+const WRITER_CACHE_KIB: u32 = 16 * 1024;
+
+/// The writer's WAL auto-checkpoint threshold, in pages, while [`checkpointer`] runs: only a
+/// safety net for when it cannot keep up. SQLite's default (1,000) is kept without it.
+const WRITER_AUTOCHECKPOINT_PAGES: u32 = 8_000;
+
+/// On SQLite, the one connection every write uses ([`crate::write_path::WritePath`]); `None`
+/// on PostgreSQL, whose writes share the pool. Open it after migrating. A profile of the
+/// persist bench showed what each of its settings removes from the write path:
+///
+/// - **One connection.** A connection's page cache is only valid while no other connection
+///   writes; when the write turn went to whichever pooled connection was free, each commit
+///   found a cache another connection had made stale and re-read the pages it was about to
+///   change. The same connection also keeps the hot statements prepared.
+/// - **`temp_store = MEMORY`.** A multi-row statement inside a transaction keeps a statement
+///   journal, which SQLite spills to a temporary file past 64 KiB: a batch of messages wrote
+///   its pages there (about an eighth of the SQLite threads' time was those `pwrite`s).
+/// - **Checkpoints elsewhere** (with `background_checkpoints`): SQLite checkpoints the WAL in
+///   the commit that crosses 1,000 pages, with an `fsync`, while every writer waits (another
+///   fifth of that time). [`checkpointer`] does it every `SQLITE_CHECKPOINT_INTERVAL_MS` on a
+///   pooled connection, concurrently with the writer.
+pub async fn writer(
+    url: &str,
+    waits: Waits,
+    background_checkpoints: bool,
+) -> anyhow::Result<Option<DatabaseConnection>> {
+    if !url.starts_with("sqlite:") {
+        return Ok(None);
+    }
+    let writer = WriterPragmas {
+        cache_kib: WRITER_CACHE_KIB,
+        autocheckpoint_pages: if background_checkpoints {
+            WRITER_AUTOCHECKPOINT_PAGES
+        } else {
+            1_000
+        },
+    };
+    open_with(url, waits, 1, Some(writer))
+        .await
+        .context("opening the SQLite writer connection")
+        .map(Some)
+}
+
+/// The settings [`writer`] gives its connection.
+#[derive(Clone, Copy, Debug)]
+struct WriterPragmas {
+    cache_kib: u32,
+    autocheckpoint_pages: u32,
+}
+
+/// Checkpoints the SQLite WAL every `SQLITE_CHECKPOINT_INTERVAL_MS` (never when it is 0, nor on
+/// PostgreSQL), `PASSIVE`: it copies what no reader still needs and never blocks the writer.
+/// See [`writer`].
+pub async fn checkpointer(core: std::sync::Arc<crate::state::Core>) {
+    let every = core.config.sqlite_checkpoint_interval_ms;
+    if every == 0 || core.db.get_database_backend() != DbBackend::Sqlite {
+        return;
+    }
+    tracing::info!(task = "sqlite_checkpointer", every_ms = every, "started");
+    let mut tick = tokio::time::interval(Duration::from_millis(every));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = core.shutdown.cancelled() => break,
+        }
+        let checkpoint =
+            Statement::from_string(DbBackend::Sqlite, "PRAGMA wal_checkpoint(PASSIVE)");
+        match core.db.query_one_raw(checkpoint).await {
+            Ok(Some(row)) => {
+                let frames: (i64, i64) = (
+                    row.try_get_by_index(1).unwrap_or(-1),
+                    row.try_get_by_index(2).unwrap_or(-1),
+                );
+                tracing::trace!(
+                    task = "sqlite_checkpointer",
+                    wal = frames.0,
+                    copied = frames.1
+                );
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(task = "sqlite_checkpointer", error = %e, "checkpoint failed"),
+        }
+    }
+    tracing::info!(task = "sqlite_checkpointer", "stopped");
+}
+
 /// Opens `max_connections` connections with the options every connection of this server gets.
 async fn open(url: &str, waits: Waits, max_connections: u32) -> anyhow::Result<DatabaseConnection> {
+    open_with(url, waits, max_connections, None).await
+}
+
+/// [`open`], with the writer's settings when given.
+async fn open_with(
+    url: &str,
+    waits: Waits,
+    max_connections: u32,
+    writer: Option<WriterPragmas>,
+) -> anyhow::Result<DatabaseConnection> {
     let Waits {
         acquire: acquire_timeout,
         busy: busy_timeout,
@@ -146,11 +245,20 @@ async fn open(url: &str, waits: Waits, max_connections: u32) -> anyhow::Result<D
     if let Some(target) = &sqlite_target {
         let create = target.create;
         options.map_sqlx_sqlite_opts(move |o| {
-            o.create_if_missing(create)
+            let o = o
+                .create_if_missing(create)
                 .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                 .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                 .busy_timeout(busy_timeout)
-                .foreign_keys(true)
+                .foreign_keys(true);
+            match writer {
+                Some(w) => o
+                    // A negative cache_size is in KiB.
+                    .pragma("cache_size", format!("-{}", w.cache_kib))
+                    .pragma("temp_store", "MEMORY")
+                    .pragma("wal_autocheckpoint", w.autocheckpoint_pages.to_string()),
+                None => o,
+            }
         });
     }
     let db = Database::connect(options)

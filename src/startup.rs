@@ -59,7 +59,14 @@ impl Application {
         crate::demo::announce(&config);
         let db =
             crate::db::connect_and_migrate_with(&config.database_url, config.db_waits()).await?;
-        let writes = WritePath::new(db.clone());
+        let writes = WritePath::new(db.clone()).with_writer(
+            crate::db::writer(
+                &config.database_url,
+                config.db_waits(),
+                config.sqlite_checkpoint_interval_ms > 0,
+            )
+            .await?,
+        );
         let jwt = JwtKeys::from_config(&config)?;
         let metrics = Metrics::install()?;
         let addr = SocketAddr::new(config.host, config.port);

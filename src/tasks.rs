@@ -33,6 +33,7 @@ pub fn spawn_all<A: Adapter>(io: SocketIo<A>, core: Arc<Core>) {
     tokio::spawn(crate::outbound::push::run(core.clone()));
     tokio::spawn(crate::outbound::webhook::run(core.clone()));
     tokio::spawn(crate::heap::trimmer(core.clone()));
+    tokio::spawn(crate::db::checkpointer(core.clone()));
     tokio::spawn(notification_purger(core));
 }
 

@@ -73,6 +73,8 @@ pub const MAX_BATCH: usize = 256;
 /// The shared write path; clone it into every service (clones share the gate).
 #[derive(Clone, Debug)]
 pub struct WritePath {
+    /// Where writes run: on SQLite the dedicated writer connection when one was given
+    /// ([`crate::db::writer`]), else the pool.
     db: DatabaseConnection,
     /// One permit, on SQLite only. Tokio's semaphore is fair: waiters get it in arrival order,
     /// so a burst of writes drains in order and none waits behind later ones.
@@ -129,6 +131,15 @@ impl WritePath {
             batch_gate: (!sqlite).then(|| Arc::new(Semaphore::new(1))),
         });
         Self { db, gate, messages }
+    }
+
+    /// Runs every write on `writer` (on SQLite, the one connection of [`crate::db::writer`])
+    /// instead of the pool the path was made with.
+    pub fn with_writer(mut self, writer: Option<DatabaseConnection>) -> Self {
+        if let Some(writer) = writer {
+            self.db = writer;
+        }
+        self
     }
 
     /// Stores a new message with its room's next seq, group-committed with whatever other

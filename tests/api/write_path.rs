@@ -336,3 +336,119 @@ async fn a_returning_user_signs_in_without_a_write_turn() {
     let stored = users::stored_name(&core.db, "ann").await.expect("reading");
     assert_eq!(stored.as_deref(), Some("Annie"));
 }
+
+/// Every SQLite write runs on one connection of its own (`db::writer`): whatever turn it is,
+/// the connection has the writer's settings, which no pooled reader has.
+#[tokio::test]
+async fn sqlite_writes_run_on_the_writer_connection() {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    let app = spawn_app_with(Backend::Sqlite, &[]).await;
+    let pragma = |db: &sea_orm::DatabaseConnection, name: &str| {
+        let db = db.clone();
+        let sql = format!("PRAGMA {name}");
+        async move {
+            let row = db
+                .query_one_raw(Statement::from_string(DbBackend::Sqlite, sql))
+                .await
+                .expect("reading a pragma")
+                .expect("a pragma row");
+            row.try_get_by_index::<i64>(0).expect("an integer pragma")
+        }
+    };
+    for _ in 0..3 {
+        let turn = app.core.writes.turn().await.expect("taking the write turn");
+        // 2 = MEMORY: statement journals of multi-row writes never touch a temporary file.
+        assert_eq!(pragma(&turn, "temp_store").await, 2);
+        assert_eq!(pragma(&turn, "cache_size").await, -16 * 1024);
+        // The background checkpointer does the work; SQLite's own is a safety net.
+        assert_eq!(pragma(&turn, "wal_autocheckpoint").await, 8_000);
+    }
+    assert_eq!(
+        pragma(&app.core.db, "temp_store").await,
+        0,
+        "a pooled reader"
+    );
+}
+
+/// With `SQLITE_CHECKPOINT_INTERVAL_MS`, what the writer commits reaches the database file in
+/// the background: the file grows although no commit crossed SQLite's own threshold (with
+/// the checkpointer off it stays in the WAL, and this test times out).
+#[tokio::test]
+async fn the_wal_is_checkpointed_in_the_background() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[
+            "--sqlite-checkpoint-interval-ms",
+            "20",
+            "--rate-limit-per-minute",
+            "100000",
+        ],
+    )
+    .await;
+    let file = switchboard::sqlite_url::parse(&app.core.config.database_url)
+        .expect("the URL")
+        .file
+        .expect("a database file");
+    let file_len = || std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    let core = &app.core;
+    let (room, _) = core
+        .chat
+        .create_room(
+            "cp-0",
+            NewRoom {
+                participants: vec!["cp-1".into()],
+                room_type: Some(RoomType::Group),
+                name: Some("checkpoints".into()),
+            },
+        )
+        .await
+        .expect("creating the room");
+    // Wait for the checkpointer to catch up with the setup, so growth below is the messages'.
+    let settled = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut last = file_len();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let now = file_len();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    })
+    .await
+    .expect("the file settles");
+    let sender = AuthUser {
+        id: "cp-0".into(),
+        name: "cp-0".into(),
+        name_from_token: false,
+    };
+    // About 120 KiB of content, stored twice (row and journal): well past the 100 KiB the file
+    // must grow by, in about 500 WAL frames, below even SQLite's own threshold of 1,000.
+    for i in 0..40 {
+        core.chat
+            .send_message(
+                &sender,
+                NewMessage {
+                    room_id: room.id.clone(),
+                    content: format!("{i} {}", "x".repeat(3000)),
+                    message_type: None,
+                    reply_to_id: None,
+                    client_message_id: None,
+                },
+            )
+            .await
+            .expect("sending");
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while file_len() < settled + 100 * 1024 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "the database file stayed at {} bytes (from {settled}): nothing was checkpointed",
+            file_len()
+        )
+    });
+}
