@@ -126,9 +126,10 @@ pub struct Config {
     #[arg(long, env = "SOCKET_BUFFER_SIZE", default_value_t = 128)]
     pub socket_buffer_size: usize,
     /// Bytes of the read buffer each WebSocket connection keeps (it grows for a bigger packet).
-    /// Every idle connection pays for it, and client events are small: socketioxide's default
-    /// of 4 KiB costs 3 KiB per connection more than this one.
-    #[arg(long, env = "WS_READ_BUFFER_SIZE", default_value_t = 1_024)]
+    /// Every idle connection pays for it, and client events are small (a `chat:message` with a
+    /// short text is about 200 bytes): socketioxide's default of 4 KiB costs 3.5 KiB per
+    /// connection more than this one, 1 KiB about 1 KiB more.
+    #[arg(long, env = "WS_READ_BUFFER_SIZE", default_value_t = 512)]
     pub ws_read_buffer_size: usize,
     /// How often every socket's buffer is checked, so sockets fed by other nodes' broadcasts
     /// (whose failures this node never sees) are found too; also the retry period of the

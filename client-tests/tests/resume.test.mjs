@@ -349,6 +349,7 @@ describe('resume race: a sender never stops while receivers drop and resume', ()
     receivers.forEach((r, i) => r.client.onSession((s) => sessions[i].push(s)));
 
     let sending = true;
+    const reconnects = receivers.map(() => 0);
     const churn = receivers.map(async (r, i) => {
       let drops = 0;
       while (sending) {
@@ -362,19 +363,24 @@ describe('resume race: a sender never stops while receivers drop and resume', ()
         }
         await back;
         drops += 1;
+        reconnects[i] = drops;
       }
       return drops;
     });
-    for (let i = 1; i <= MESSAGES; i += 1) {
-      if (i % 2) await sendSocket(ss, room.id, `race ${i}`);
-      else await sendRest(sender, room.id, `race ${i}`);
+    // At least MESSAGES, and on until every receiver resumed twice mid-stream: a fast server
+    // sends 150 before a slow reconnect is back (bounded, so a stuck churn fails below).
+    let sent = 0;
+    while (sent < MESSAGES || (reconnects.some((n) => n < 2) && sent < 20 * MESSAGES)) {
+      sent += 1;
+      if (sent % 2) await sendSocket(ss, room.id, `race ${sent}`);
+      else await sendRest(sender, room.id, `race ${sent}`);
     }
     sending = false;
     const drops = await Promise.all(churn);
     for (const [i, r] of receivers.entries()) {
       const seqs = () => r.log.journaled().filter((e) => e.event === 'chat:new_message' && e.payload.roomId === room.id).map((e) => e.payload.message.seq);
-      await r.log.until(() => seqs().length >= MESSAGES, 15_000, `all ${MESSAGES} messages at receiver ${i}`);
-      assert.deepEqual(seqs(), range(1, MESSAGES), `receiver ${i} (${drops[i]} reconnects, ${r.client.duplicates} duplicates dropped)`);
+      await r.log.until(() => seqs().length >= sent, 15_000, `all ${sent} messages at receiver ${i}`);
+      assert.deepEqual(seqs(), range(1, sent), `receiver ${i} (${drops[i]} reconnects, ${r.client.duplicates} duplicates dropped)`);
       assert.ok(drops[i] >= 2, `receiver ${i} reconnected ${drops[i]} times`);
       for (const s of sessions[i]) assert.equal(s.recovered, true, `every resume recovered: ${JSON.stringify(s)}`);
     }
