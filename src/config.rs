@@ -225,6 +225,10 @@ pub struct Config {
         default_value_t = 3_600_000
     )]
     pub notification_purge_interval_ms: u64,
+    /// Connections the kernel may hold completed but not yet accepted (capped by
+    /// `net.core.somaxconn`): a reconnect avalanche arrives faster than any server accepts.
+    #[arg(long, env = "LISTEN_BACKLOG", default_value_t = 8_192)]
+    pub listen_backlog: u32,
     /// How often the SQLite WAL is checkpointed off the write path (`db::checkpointer`); 0 =
     /// leave it to SQLite, inside the commit that crosses 1,000 pages.
     #[arg(long, env = "SQLITE_CHECKPOINT_INTERVAL_MS", default_value_t = 1_000)]

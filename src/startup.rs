@@ -70,9 +70,8 @@ impl Application {
         let jwt = JwtKeys::from_config(&config)?;
         let metrics = Metrics::install()?;
         let addr = SocketAddr::new(config.host, config.port);
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
+        let listener =
+            listen(addr, config.listen_backlog).with_context(|| format!("binding {addr}"))?;
 
         let redis = match &config.redis_url {
             Some(url) => Some(cluster::connect(url, &config.redis_key_prefix).await?),
@@ -171,6 +170,7 @@ impl Application {
             sessions: Default::default(),
             db,
             db_status: Default::default(),
+            db_probe: crate::db::probe_connection(&config.database_url, config.db_waits()).await?,
             writes,
             jwt,
             metrics,
@@ -356,6 +356,23 @@ fn app_router<A: Adapter>(
         .layer(layer)
         .layer(axum::middleware::map_request(own_handshake_parts))
         .layer(crate::http::cors(&core.config)?))
+}
+
+/// Binds the listener with room for `backlog` connections the kernel has completed and the
+/// server not yet accepted (capped by `net.core.somaxconn`). tokio's `TcpListener::bind` asks
+/// for 1,024: when 10,000 clients reconnect at once after a deploy, the queue overflows, the
+/// kernel drops handshakes (`ListenOverflows` in `nstat`) and those clients retransmit with
+/// backoff; in the bench's 10,000-socket burst some were not ready 30 s later.
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restart may rebind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// Where socketioxide serves Engine.IO (its default, kept by the builder above).

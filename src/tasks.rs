@@ -110,7 +110,7 @@ async fn database_prober(core: Arc<Core>) {
             _ = tick.tick() => {}
             () = core.shutdown.cancelled() => break,
         }
-        let up = crate::db_status::probe(&core.db, timeout).await;
+        let up = crate::db_status::probe(&core.db_probe, timeout).await;
         core.db_status.record(up);
     }
     tracing::info!(task = "database_prober", "stopped");

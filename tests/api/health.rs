@@ -31,8 +31,15 @@ async fn health_lists_every_service(backend: Backend) {
 
 async fn health_is_503_when_the_database_is_down(backend: Backend) {
     let app = spawn_app(backend).await;
-    // Closing a clone closes the pool the server shares.
+    // Closing a clone closes the pool the server shares; a database that is down is down for
+    // the probe's own connection too.
     app.core.db.clone().close().await.expect("closing the pool");
+    app.core
+        .db_probe
+        .clone()
+        .close()
+        .await
+        .expect("closing the probe connection");
 
     let response = app.get("/health").await;
 
@@ -43,9 +50,52 @@ async fn health_is_503_when_the_database_is_down(backend: Backend) {
     assert_eq!(body["services"]["redis"], "disabled", "{body}");
 }
 
+/// A pool busy to its last connection (a reconnect avalanche's session reads) is not a
+/// database that is down: `/health` answers from a connection of its own, and nothing is
+/// refused. Probing through the pool, the probe waited past its timeout, the database was
+/// marked down, and 29 % of a 10,000-socket burst was refused "the database is unavailable".
+async fn a_busy_pool_is_not_a_database_that_is_down(backend: Backend) {
+    let app = crate::common::spawn_app_with(
+        backend,
+        &[
+            "--db-health-timeout-ms",
+            "300",
+            "--db-acquire-timeout-ms",
+            "5000",
+        ],
+    )
+    .await;
+    let core = &app.core;
+    // Take every pooled connection (8 on SQLite, 32 on PostgreSQL), each in a transaction.
+    let size = if core.db.get_database_backend() == sea_orm::DbBackend::Sqlite {
+        8
+    } else {
+        32
+    };
+    let mut held = Vec::new();
+    for _ in 0..size {
+        held.push(
+            sea_orm::TransactionTrait::begin(&core.db)
+                .await
+                .expect("taking a pooled connection"),
+        );
+    }
+
+    let response = app.get("/health").await;
+    let body: Value = response.json().await.expect("health body is JSON");
+    assert_eq!(body["services"]["database"], "ok", "{body}");
+    assert!(
+        !core.db_status.is_down(),
+        "the busy pool was recorded as down"
+    );
+    assert!(core.db_status.check().is_ok());
+    drop(held);
+}
+
 backend_tests!(
     health_lists_every_service,
-    health_is_503_when_the_database_is_down
+    health_is_503_when_the_database_is_down,
+    a_busy_pool_is_not_a_database_that_is_down
 );
 
 #[tokio::test]
