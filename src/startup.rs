@@ -361,8 +361,8 @@ fn app_router<A: Adapter>(
 /// Binds the listener with room for `backlog` connections the kernel has completed and the
 /// server not yet accepted (capped by `net.core.somaxconn`). tokio's `TcpListener::bind` asks
 /// for 1,024: when 10,000 clients reconnect at once after a deploy, the queue overflows, the
-/// kernel drops handshakes (`ListenOverflows` in `nstat`) and those clients retransmit with
-/// backoff; in the bench's 10,000-socket burst some were not ready 30 s later.
+/// kernel drops handshakes (`ListenOverflows` in `nstat`: thousands per 10,000-socket burst in
+/// the bench) and those clients retransmit with backoff, seconds later.
 fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
