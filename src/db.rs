@@ -118,8 +118,17 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
 /// Opens the pool. SQLite gets WAL, and its file is created on first start whatever form the
 /// URL takes (see [`crate::sqlite_url`]).
 pub async fn connect_with(url: &str, waits: Waits) -> anyhow::Result<DatabaseConnection> {
-    let sqlite = url.starts_with("sqlite:");
-    open(url, waits, if sqlite { 8 } else { 32 }).await
+    open(url, waits, pool_size(url)).await
+}
+
+/// Connections in the app's pool for `url`: SQLite serves its readers from a few (one writer
+/// at a time, see [`writer`]), PostgreSQL from more.
+pub fn pool_size(url: &str) -> u32 {
+    if is_sqlite(url) { 8 } else { 32 }
+}
+
+fn is_sqlite(url: &str) -> bool {
+    url.starts_with("sqlite:")
 }
 
 /// SQLite's page cache of the writer connection, in KiB (each pooled reader keeps SQLite's
@@ -150,16 +159,11 @@ pub async fn writer(
     waits: Waits,
     background_checkpoints: bool,
 ) -> anyhow::Result<Option<DatabaseConnection>> {
-    if !url.starts_with("sqlite:") {
+    if !is_sqlite(url) {
         return Ok(None);
     }
-    let writer = WriterPragmas {
-        cache_kib: WRITER_CACHE_KIB,
-        autocheckpoint_pages: if background_checkpoints {
-            WRITER_AUTOCHECKPOINT_PAGES
-        } else {
-            1_000
-        },
+    let writer = Writer {
+        autocheckpoint_pages: background_checkpoints.then_some(WRITER_AUTOCHECKPOINT_PAGES),
     };
     open_with(url, waits, 1, Some(writer))
         .await
@@ -167,11 +171,12 @@ pub async fn writer(
         .map(Some)
 }
 
-/// The settings [`writer`] gives its connection.
+/// What [`writer`] sets on its connection beyond [`WRITER_CACHE_KIB`] and in-memory temp
+/// storage.
 #[derive(Clone, Copy, Debug)]
-struct WriterPragmas {
-    cache_kib: u32,
-    autocheckpoint_pages: u32,
+struct Writer {
+    /// `None`: SQLite's own threshold.
+    autocheckpoint_pages: Option<u32>,
 }
 
 /// A pool of one connection for the database prober and `/health`. Probing through the app's
@@ -204,17 +209,12 @@ pub async fn checkpointer(core: std::sync::Arc<crate::state::Core>) {
         let checkpoint =
             Statement::from_string(DbBackend::Sqlite, "PRAGMA wal_checkpoint(PASSIVE)");
         match core.db.query_one_raw(checkpoint).await {
-            Ok(Some(row)) => {
-                let frames: (i64, i64) = (
-                    row.try_get_by_index(1).unwrap_or(-1),
-                    row.try_get_by_index(2).unwrap_or(-1),
-                );
-                tracing::trace!(
-                    task = "sqlite_checkpointer",
-                    wal = frames.0,
-                    copied = frames.1
-                );
-            }
+            // Its row: busy, frames in the WAL, frames copied.
+            Ok(Some(row)) => tracing::trace!(
+                task = "sqlite_checkpointer",
+                wal = row.try_get_by_index::<i64>(1).ok(),
+                copied = row.try_get_by_index::<i64>(2).ok(),
+            ),
             Ok(None) => {}
             Err(e) => tracing::warn!(task = "sqlite_checkpointer", error = %e, "checkpoint failed"),
         }
@@ -232,14 +232,13 @@ async fn open_with(
     url: &str,
     waits: Waits,
     max_connections: u32,
-    writer: Option<WriterPragmas>,
+    writer: Option<Writer>,
 ) -> anyhow::Result<DatabaseConnection> {
     let Waits {
         acquire: acquire_timeout,
         busy: busy_timeout,
     } = waits;
-    let sqlite = url.starts_with("sqlite:");
-    let sqlite_target = if sqlite {
+    let sqlite_target = if is_sqlite(url) {
         let target = crate::sqlite_url::parse(url)?;
         crate::sqlite_url::prepare(&target)?;
         Some(target)
@@ -262,12 +261,13 @@ async fn open_with(
                 .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                 .busy_timeout(busy_timeout)
                 .foreign_keys(true);
-            match writer {
-                Some(w) => o
-                    // A negative cache_size is in KiB.
-                    .pragma("cache_size", format!("-{}", w.cache_kib))
-                    .pragma("temp_store", "MEMORY")
-                    .pragma("wal_autocheckpoint", w.autocheckpoint_pages.to_string()),
+            let Some(writer) = writer else { return o };
+            let o = o
+                // A negative cache_size is in KiB.
+                .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
+                .pragma("temp_store", "MEMORY");
+            match writer.autocheckpoint_pages {
+                Some(pages) => o.pragma("wal_autocheckpoint", pages.to_string()),
                 None => o,
             }
         });

@@ -66,14 +66,9 @@ async fn a_busy_pool_is_not_a_database_that_is_down(backend: Backend) {
     )
     .await;
     let core = &app.core;
-    // Take every pooled connection (8 on SQLite, 32 on PostgreSQL), each in a transaction.
-    let size = if core.db.get_database_backend() == sea_orm::DbBackend::Sqlite {
-        8
-    } else {
-        32
-    };
+    // Take every pooled connection, each in a transaction.
     let mut held = Vec::new();
-    for _ in 0..size {
+    for _ in 0..switchboard::db::pool_size(&core.config.database_url) {
         held.push(
             sea_orm::TransactionTrait::begin(&core.db)
                 .await

@@ -151,6 +151,33 @@ async fn write_once(app: &TestApp, room_id: &str, i: usize, op: usize) -> Result
     }
 }
 
+/// A user as the chat service sees a sender, without a name claim.
+fn sender(id: &str) -> AuthUser {
+    AuthUser {
+        id: id.into(),
+        name: id.into(),
+        name_from_token: false,
+    }
+}
+
+/// A group room of `owner` and `member`; its id.
+async fn group_room(app: &TestApp, owner: &str, member: &str, name: &str) -> String {
+    let (room, _) = app
+        .core
+        .chat
+        .create_room(
+            owner,
+            NewRoom {
+                participants: vec![member.into()],
+                room_type: Some(RoomType::Group),
+                name: Some(name.into()),
+            },
+        )
+        .await
+        .expect("creating the room");
+    room.id
+}
+
 async fn expect_success(res: reqwest::Response, what: &str, who: &str) -> Result<(), String> {
     let status = res.status();
     if status.is_success() {
@@ -248,25 +275,11 @@ mod postgres {
 async fn receipts_that_move_nothing_take_no_write_turn() {
     let app = spawn_app_with(Backend::Sqlite, &[]).await;
     let chat = &app.core.chat;
-    let (room, _) = chat
-        .create_room(
-            "reader",
-            NewRoom {
-                participants: vec!["writer".into()],
-                room_type: Some(RoomType::Group),
-                name: Some("receipts".into()),
-            },
-        )
-        .await
-        .expect("creating the room");
-    let writer = AuthUser {
-        id: "writer".into(),
-        name: "writer".into(),
-        name_from_token: false,
-    };
+    let room_id = group_room(&app, "reader", "writer", "receipts").await;
+    let writer = sender("writer");
     for i in 0..3 {
         let message = NewMessage {
-            room_id: room.id.clone(),
+            room_id: room_id.clone(),
             content: format!("message {i}"),
             message_type: None,
             reply_to_id: None,
@@ -277,7 +290,7 @@ async fn receipts_that_move_nothing_take_no_write_turn() {
             .expect("sending a message");
     }
     let first = chat
-        .mark_read("reader", &room.id, 2)
+        .mark_read("reader", &room_id, 2)
         .await
         .expect("reading");
     assert!(first.moved);
@@ -286,14 +299,14 @@ async fn receipts_that_move_nothing_take_no_write_turn() {
     let held = app.core.writes.turn().await.expect("taking the write turn");
     let within = std::time::Duration::from_secs(5);
     for (what, up_to) in [("the same read", 2), ("an older read", 1)] {
-        let again = tokio::time::timeout(within, chat.mark_read("reader", &room.id, up_to))
+        let again = tokio::time::timeout(within, chat.mark_read("reader", &room_id, up_to))
             .await
             .unwrap_or_else(|_| panic!("{what} waited for the write turn"))
             .expect("reading again");
         assert!(!again.moved, "{what}");
         assert_eq!((again.up_to_seq, again.unread_count), (2, 1), "{what}");
     }
-    let delivered = tokio::time::timeout(within, chat.mark_delivered("reader", &room.id, 2))
+    let delivered = tokio::time::timeout(within, chat.mark_delivered("reader", &room_id, 2))
         .await
         .expect("a delivered receipt behind the read one waited for the write turn")
         .expect("delivered");
@@ -302,7 +315,7 @@ async fn receipts_that_move_nothing_take_no_write_turn() {
 
     // One that moves still writes.
     let last = chat
-        .mark_read("reader", &room.id, 3)
+        .mark_read("reader", &room_id, 3)
         .await
         .expect("reading on");
     assert!(last.moved);
@@ -391,18 +404,7 @@ async fn the_wal_is_checkpointed_in_the_background() {
         .expect("a database file");
     let file_len = || std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
     let core = &app.core;
-    let (room, _) = core
-        .chat
-        .create_room(
-            "cp-0",
-            NewRoom {
-                participants: vec!["cp-1".into()],
-                room_type: Some(RoomType::Group),
-                name: Some("checkpoints".into()),
-            },
-        )
-        .await
-        .expect("creating the room");
+    let room_id = group_room(&app, "cp-0", "cp-1", "checkpoints").await;
     // Wait for the checkpointer to catch up with the setup, so growth below is the messages'.
     let settled = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         let mut last = file_len();
@@ -417,19 +419,15 @@ async fn the_wal_is_checkpointed_in_the_background() {
     })
     .await
     .expect("the file settles");
-    let sender = AuthUser {
-        id: "cp-0".into(),
-        name: "cp-0".into(),
-        name_from_token: false,
-    };
+    let cp_0 = sender("cp-0");
     // About 120 KiB of content, stored twice (row and journal): well past the 100 KiB the file
     // must grow by, in about 500 WAL frames, below even SQLite's own threshold of 1,000.
     for i in 0..40 {
         core.chat
             .send_message(
-                &sender,
+                &cp_0,
                 NewMessage {
-                    room_id: room.id.clone(),
+                    room_id: room_id.clone(),
                     content: format!("{i} {}", "x".repeat(3000)),
                     message_type: None,
                     reply_to_id: None,
