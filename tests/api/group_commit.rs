@@ -8,18 +8,9 @@ use std::time::Duration;
 
 use entity::{message, room, room_member};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
-use switchboard::auth::AuthUser;
-use switchboard::domain::chat::{NewMessage, NewRoom, RoomType};
+use switchboard::domain::chat::NewMessage;
 
-use crate::common::{Backend, TestApp, spawn_app_with};
-
-fn user(id: &str) -> AuthUser {
-    AuthUser {
-        id: id.to_owned(),
-        name: id.to_owned(),
-        name_from_token: false,
-    }
-}
+use crate::common::{Backend, TestApp, group, spawn_app_with, user};
 
 fn text(room_id: &str, content: String, client_id: Option<String>) -> NewMessage {
     NewMessage {
@@ -29,23 +20,6 @@ fn text(room_id: &str, content: String, client_id: Option<String>) -> NewMessage
         reply_to_id: None,
         client_message_id: client_id,
     }
-}
-
-async fn group(app: &TestApp, owner: &str, others: &[String]) -> String {
-    let (room, _) = app
-        .core
-        .chat
-        .create_room(
-            owner,
-            NewRoom {
-                participants: others.to_vec(),
-                room_type: Some(RoomType::Group),
-                name: Some(format!("{owner}'s room")),
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("creating a room: {e:?}"));
-    room.id
 }
 
 async fn stored(app: &TestApp, room_id: &str) -> Vec<message::Model> {

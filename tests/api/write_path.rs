@@ -9,7 +9,7 @@ use switchboard::domain::feed::{Audience, NewActivity};
 use switchboard::domain::notifications::NewNotification;
 use switchboard::domain::{follows, users};
 
-use crate::common::{Backend, TestApp, spawn_app_with};
+use crate::common::{Backend, TestApp, group, spawn_app_with, user};
 
 const SERVICE_KEY: &str = "service-key-for-the-write-path-test-0";
 const USERS: usize = 48;
@@ -151,33 +151,6 @@ async fn write_once(app: &TestApp, room_id: &str, i: usize, op: usize) -> Result
     }
 }
 
-/// A user as the chat service sees a sender, without a name claim.
-fn sender(id: &str) -> AuthUser {
-    AuthUser {
-        id: id.into(),
-        name: id.into(),
-        name_from_token: false,
-    }
-}
-
-/// A group room of `owner` and `member`; its id.
-async fn group_room(app: &TestApp, owner: &str, member: &str, name: &str) -> String {
-    let (room, _) = app
-        .core
-        .chat
-        .create_room(
-            owner,
-            NewRoom {
-                participants: vec![member.into()],
-                room_type: Some(RoomType::Group),
-                name: Some(name.into()),
-            },
-        )
-        .await
-        .expect("creating the room");
-    room.id
-}
-
 async fn expect_success(res: reqwest::Response, what: &str, who: &str) -> Result<(), String> {
     let status = res.status();
     if status.is_success() {
@@ -275,8 +248,8 @@ mod postgres {
 async fn receipts_that_move_nothing_take_no_write_turn() {
     let app = spawn_app_with(Backend::Sqlite, &[]).await;
     let chat = &app.core.chat;
-    let room_id = group_room(&app, "reader", "writer", "receipts").await;
-    let writer = sender("writer");
+    let room_id = group(&app, "reader", &["writer".to_owned()]).await;
+    let writer = user("writer");
     for i in 0..3 {
         let message = NewMessage {
             room_id: room_id.clone(),
@@ -404,7 +377,7 @@ async fn the_wal_is_checkpointed_in_the_background() {
         .expect("a database file");
     let file_len = || std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
     let core = &app.core;
-    let room_id = group_room(&app, "cp-0", "cp-1", "checkpoints").await;
+    let room_id = group(&app, "cp-0", &["cp-1".to_owned()]).await;
     // Wait for the checkpointer to catch up with the setup, so growth below is the messages'.
     let settled = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         let mut last = file_len();
@@ -419,7 +392,7 @@ async fn the_wal_is_checkpointed_in_the_background() {
     })
     .await
     .expect("the file settles");
-    let cp_0 = sender("cp-0");
+    let cp_0 = user("cp-0");
     // About 120 KiB of content, stored twice (row and journal): well past the 100 KiB the file
     // must grow by, in about 500 WAL frames, below even SQLite's own threshold of 1,000.
     for i in 0..40 {

@@ -294,3 +294,30 @@ impl Drop for ScratchDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A signed-in user as the services see one, named after its id, without a name claim.
+pub fn user(id: &str) -> switchboard::auth::AuthUser {
+    switchboard::auth::AuthUser {
+        id: id.to_owned(),
+        name: id.to_owned(),
+        name_from_token: false,
+    }
+}
+
+/// A group room of `owner` and `others`, made through the chat service; its id.
+pub async fn group(app: &TestApp, owner: &str, others: &[String]) -> String {
+    let (room, _) = app
+        .core
+        .chat
+        .create_room(
+            owner,
+            switchboard::domain::chat::NewRoom {
+                participants: others.to_vec(),
+                room_type: Some(switchboard::domain::chat::RoomType::Group),
+                name: Some(format!("{owner}'s room")),
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("creating a room: {e:?}"));
+    room.id
+}
