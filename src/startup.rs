@@ -355,7 +355,33 @@ fn app_router<A: Adapter>(
     Ok(crate::http::router(state)
         .layer(layer)
         .layer(axum::middleware::map_request(own_handshake_parts))
+        .layer(axum::middleware::from_fn_with_state(
+            core.clone(),
+            refuse_handshakes_while_database_down,
+        ))
         .layer(crate::http::cors(&core.config)?))
+}
+
+/// While the database is known to be down, a new Engine.IO connection (a request to the
+/// Socket.IO path without a `sid`) is answered 503 with `Retry-After: 1` before socketioxide
+/// sees it. socket.io-client takes a failed transport as a network error and reconnects with
+/// its backoff, by itself; a socket refused after connecting (a namespace `disconnect` or a
+/// `connect_error`) would wait for the app to call `connect()`. Requests of open connections
+/// pass: their sockets keep working for what needs no database.
+async fn refuse_handshakes_while_database_down(
+    axum::extract::State(core): axum::extract::State<Arc<Core>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let opens_connection = request.uri().path().starts_with(SOCKET_IO_PATH)
+        && !request
+            .uri()
+            .query()
+            .is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "sid"));
+    if opens_connection && let Err(e) = core.db_status.check() {
+        return axum::response::IntoResponse::into_response(e);
+    }
+    next.run(request).await
 }
 
 /// Binds the listener with room for `backlog` connections the kernel has completed and the

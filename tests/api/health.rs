@@ -1,8 +1,9 @@
 //! `/health`, `/metrics` and the 404 fallback.
 
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 
+use crate::common::socket::PollingSocket;
 use crate::common::{Backend, spawn_app};
 
 async fn health_lists_every_service(backend: Backend) {
@@ -87,10 +88,55 @@ async fn a_busy_pool_is_not_a_database_that_is_down(backend: Backend) {
     drop(held);
 }
 
+/// While the database is down, a new connection is refused at the Engine.IO handshake (503,
+/// `Retry-After: 1`), which socket.io-client retries with its backoff by itself; a socket that
+/// was open keeps its session (its events are acked `INTERNAL`), and once the database is back
+/// the next handshake opens. Disconnected after connecting instead, a client waited for its app
+/// to call `connect()` again.
+async fn new_connections_are_refused_at_the_handshake_while_the_database_is_down(backend: Backend) {
+    // One probe at startup, the next an hour later: the test sets the status itself.
+    let app = crate::common::spawn_app_with(backend, &["--db-probe-interval-ms", "3600000"]).await;
+    let (mut open, _) = PollingSocket::connect(&app.address, &app.token("alice"))
+        .await
+        .expect("connecting before the outage");
+
+    app.core.db_status.record(false);
+    let refused = app.get("/socket.io/?EIO=4&transport=polling").await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: Value = refused.json().await.expect("a JSON error body");
+    assert_eq!(body["error"]["code"], "INTERNAL", "{body}");
+    let ack = open
+        .emit_with_ack("notifications:subscribe", json!({}))
+        .await;
+    assert_eq!(ack["error"]["code"], "INTERNAL", "{ack}");
+
+    app.core.db_status.record(true);
+    let (second, _) = PollingSocket::connect(&app.address, &app.token("bob"))
+        .await
+        .expect("connecting after the outage");
+    let ack = open
+        .emit_with_ack("notifications:subscribe", json!({}))
+        .await;
+    assert_eq!(
+        ack["ok"], true,
+        "the open socket outlived the outage: {ack}"
+    );
+    second.close().await;
+    open.close().await;
+}
+
 backend_tests!(
     health_lists_every_service,
     health_is_503_when_the_database_is_down,
-    a_busy_pool_is_not_a_database_that_is_down
+    a_busy_pool_is_not_a_database_that_is_down,
+    new_connections_are_refused_at_the_handshake_while_the_database_is_down
 );
 
 #[tokio::test]
