@@ -36,9 +36,6 @@ pub async fn on_connect<A: Adapter>(
     socket
         .extensions
         .insert(Arc::new(super::order::Sequencer::new(line_limits(&core))));
-    socket
-        .extensions
-        .insert(super::membership::ConnectedAt(chrono::Utc::now()));
     socket.on_disconnect(on_disconnect::<A>);
     super::events::register(&socket);
 

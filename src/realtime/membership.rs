@@ -2,6 +2,8 @@
 //! everyone (the pipeline's dispatcher moves live sockets on every node as it delivers the
 //! change: added members join before it, removed ones leave after it), then deliver invites.
 
+use std::sync::Arc;
+
 use socketioxide::adapter::Adapter;
 
 use super::emit::Emitter;
@@ -66,11 +68,6 @@ pub async fn announce_removed<A: Adapter>(
         .await;
 }
 
-/// When a socket finished connecting: rooms its user joined later are rooms it was moved into
-/// live (unless it left them with `chat:leave`), so a resync may join them again.
-#[derive(Clone, Copy, Debug)]
-pub struct ConnectedAt(pub chrono::DateTime<chrono::Utc>);
-
 /// After this node's adapter subscription came back (it may have missed cross-node moves while
 /// away), makes each local socket's `chat:*` rooms follow the database: rooms of which its user
 /// is no longer a member are left, rooms the user joined since the socket connected are joined.
@@ -118,11 +115,16 @@ pub async fn resync_local_rooms<A: Adapter>(io: &socketioxide::SocketIo<A>, core
                     .filter(|r| !rooms.contains_key(*r))
                     .cloned()
                     .collect();
-                let since = socket.extensions.get::<ConnectedAt>();
+                // Rooms joined since the socket connected were moved into live (unless it left them
+                // with `chat:leave`), so the resync may join them again.
+                let since = socket
+                    .extensions
+                    .get::<Arc<super::order::Sequencer>>()
+                    .map(|line| line.opened_at());
                 let missing: Vec<String> = rooms
                     .iter()
                     .filter(|(room, at)| {
-                        !current.contains(*room) && since.is_some_and(|s| **at >= s.0)
+                        !current.contains(*room) && since.is_some_and(|s| **at >= s)
                     })
                     .map(|(room, _)| room.clone())
                     .collect();

@@ -31,6 +31,11 @@ pub struct Sequencer {
     /// Set once the socket is being dropped (too slow, or flooding): its later events are
     /// refused without running, and it is not dropped twice.
     dropping: AtomicBool,
+    /// When the line opened, i.e. the socket connected: rooms its user joined later are rooms
+    /// it was moved into live, which a membership resync may join again. Kept here rather than
+    /// as an extension of its own, because every extension costs an idle socket a box and
+    /// grows its map.
+    opened_at: chrono::DateTime<chrono::Utc>,
 }
 
 struct State {
@@ -80,7 +85,13 @@ impl Sequencer {
                 budget: Budget::new(limits.budget, Instant::now()),
             }),
             dropping: AtomicBool::new(false),
+            opened_at: chrono::Utc::now(),
         }
+    }
+
+    /// When the socket connected (see the field).
+    pub fn opened_at(&self) -> chrono::DateTime<chrono::Utc> {
+        self.opened_at
     }
 
     /// Marks the socket as being dropped; true for the first caller only.
