@@ -179,11 +179,12 @@ struct Writer {
     autocheckpoint_pages: Option<u32>,
 }
 
-/// A pool of one connection for the database prober and `/health`. Probing through the app's
-/// pool measured how busy the pool was, not whether the database answers: in a burst of
-/// 10,000 connects every pooled connection was taken by session reads, the probe waited past
-/// its timeout, the database was declared unreachable, and 29 % of the sockets were refused
-/// "the database is unavailable" while it answered every query.
+/// A pool of one connection for the database prober and `/health`, used on the prober's own
+/// thread ([`crate::db_status::Prober`]). Probing through the app's pool measured how busy the
+/// pool was, not whether the database answers: in a burst of 10,000 connects every pooled
+/// connection was taken by session reads, the probe waited past its timeout, the database was
+/// declared unreachable, and 29 % of the sockets were refused "the database is unavailable"
+/// while it answered every query.
 pub async fn probe_connection(url: &str, waits: Waits) -> anyhow::Result<DatabaseConnection> {
     open(url, waits, 1)
         .await

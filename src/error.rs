@@ -116,6 +116,19 @@ pub enum AppError {
 pub type AppResult<T> = Result<T, AppError>;
 
 impl AppError {
+    /// Whether this is a wait for a pooled database connection that ran out
+    /// (`DB_ACQUIRE_TIMEOUT_MS`): the pool was busy, not broken, and the same call may work
+    /// a moment later.
+    pub fn is_pool_timeout(&self) -> bool {
+        matches!(
+            self,
+            Self::Internal(e) if matches!(
+                e.downcast_ref::<sea_orm::DbErr>(),
+                Some(sea_orm::DbErr::ConnectionAcquire(sea_orm::error::ConnAcquireErr::Timeout))
+            )
+        )
+    }
+
     /// An `INVALID_PAYLOAD` error about one field.
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
         let field = FieldError::new(field, message);

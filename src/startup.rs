@@ -170,7 +170,12 @@ impl Application {
             sessions: Default::default(),
             db,
             db_status: Default::default(),
-            db_probe: crate::db::probe_connection(&config.database_url, config.db_waits()).await?,
+            db_probe: crate::db_status::Prober::start(
+                &config.database_url,
+                config.db_waits(),
+                config.db_health_timeout(),
+            )
+            .await?,
             writes,
             jwt,
             metrics,
@@ -306,6 +311,7 @@ impl Application {
         // reconnect.
         core.pipeline.drain().await;
         core.db.clone().close().await.ok();
+        core.db_probe.close().await;
         tracing::info!("stopped");
         Ok(())
     }

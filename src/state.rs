@@ -28,8 +28,9 @@ pub struct Core {
     pub db: DatabaseConnection,
     /// Whether the database answered its last probe; calls fail fast while it did not.
     pub db_status: crate::db_status::DbStatus,
-    /// The connection probes use ([`crate::db::probe_connection`]), never one of [`Core::db`]'s.
-    pub db_probe: DatabaseConnection,
+    /// Probes the database on a connection and a thread of their own, never one of
+    /// [`Core::db`]'s connections nor the async workers.
+    pub db_probe: crate::db_status::Prober,
     /// Every write of the services, queued in one line on SQLite.
     pub writes: WritePath,
     pub jwt: JwtKeys,

@@ -98,10 +98,10 @@ async fn event_purger(core: Arc<Core>) {
 }
 
 /// Probes the database every `DB_PROBE_INTERVAL_MS` (each probe bounded by
-/// `DB_HEALTH_TIMEOUT_MS`), so calls fail fast while it is down and resume once it is back.
+/// `DB_HEALTH_TIMEOUT_MS`, timed on the prober's own thread: see [`crate::db_status::Prober`]),
+/// so calls fail fast while it is down and resume once it is back.
 async fn database_prober(core: Arc<Core>) {
     let period = core.config.db_probe_interval();
-    let timeout = core.config.db_health_timeout();
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(task = "database_prober", ?period, "started");
@@ -110,7 +110,7 @@ async fn database_prober(core: Arc<Core>) {
             _ = tick.tick() => {}
             () = core.shutdown.cancelled() => break,
         }
-        let up = crate::db_status::probe(&core.db_probe, timeout).await;
+        let up = core.db_probe.probe().await;
         core.db_status.record(up);
     }
     tracing::info!(task = "database_prober", "stopped");

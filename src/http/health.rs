@@ -23,7 +23,7 @@ pub fn router<A: Adapter>() -> Router<AppState<A>> {
 async fn health<A: Adapter>(State(state): State<AppState<A>>) -> impl IntoResponse {
     let core = &state.core;
     let timeout = core.config.db_health_timeout();
-    let database = crate::db_status::probe(&core.db_probe, timeout);
+    let database = core.db_probe.probe();
     let redis = async {
         match &core.redis {
             None => "disabled",

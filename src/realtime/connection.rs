@@ -40,14 +40,32 @@ pub async fn on_connect<A: Adapter>(
     super::events::register(&socket);
 
     let resume = ResumeAuth::from_auth(auth.ok().as_ref());
-    if let Err(e) = start_session(&socket, &user, &core, resume).await {
+    let mut attempt = 1;
+    loop {
+        let Err(e) = start_session(&socket, &user, &core, &resume).await else {
+            return;
+        };
+        core.pipeline.release(&socket.id.to_string());
+        if e.is_pool_timeout() && attempt < SETUP_ATTEMPTS && socket.connected() {
+            tracing::warn!(sid = %socket.id, user = %user.id, attempt, "socket setup waited out the pool; retrying");
+            attempt += 1;
+            continue;
+        }
         // Without its rooms the socket would silently miss events: better to make the client
         // reconnect (and resume) than to leave it half set up.
-        core.pipeline.release(&socket.id.to_string());
         tracing::error!(sid = %socket.id, user = %user.id, error = %e, "socket setup failed");
         let _ = socket.disconnect();
+        return;
     }
 }
+
+/// How many times a socket's setup is tried when it only waited out the pool
+/// (`DB_ACQUIRE_TIMEOUT_MS`), as in a reconnect avalanche whose session reads queue for the
+/// pool. A disconnected socket (`io server disconnect`) is one socket.io-client never
+/// reconnects by itself, so a busy pool must not end it; trying again costs no more than the
+/// wait itself, where a reconnect would add a handshake. A socket that went away meanwhile
+/// is not tried again.
+const SETUP_ATTEMPTS: u32 = 4;
 
 /// What a connecting client asked to resume from, read from its CONNECT auth payload.
 #[derive(Debug, Default, PartialEq)]
@@ -94,7 +112,7 @@ async fn start_session<A: Adapter>(
     socket: &SocketRef<A>,
     user: &AuthUser,
     core: &Arc<Core>,
-    resume: ResumeAuth,
+    resume: &ResumeAuth,
 ) -> AppResult<()> {
     core.db_status.check()?;
     let claim = user.name_from_token.then_some(user.name.as_str());
@@ -154,7 +172,8 @@ async fn start_session<A: Adapter>(
     )
     .await?;
 
-    // (3) Ready, then the replay.
+    // (3) Ready, then the replay. Nothing from here on may fail with a pool timeout:
+    // `on_connect` runs the whole setup again on one, which must not send a second ready.
     super::presence::socket_ready(core, &user.id).await;
     let reset: Vec<&str> = replay.reset.iter().map(|k| k.as_str()).collect();
     let ready = json!({

@@ -35,12 +35,7 @@ async fn health_is_503_when_the_database_is_down(backend: Backend) {
     // Closing a clone closes the pool the server shares; a database that is down is down for
     // the probe's own connection too.
     app.core.db.clone().close().await.expect("closing the pool");
-    app.core
-        .db_probe
-        .clone()
-        .close()
-        .await
-        .expect("closing the probe connection");
+    app.core.db_probe.close().await;
 
     let response = app.get("/health").await;
 
@@ -86,6 +81,81 @@ async fn a_busy_pool_is_not_a_database_that_is_down(backend: Backend) {
     );
     assert!(core.db_status.check().is_ok());
     drop(held);
+}
+
+/// In a reconnect avalanche the session reads of connecting sockets queue for the pool. A
+/// socket whose setup waited out `DB_ACQUIRE_TIMEOUT_MS` is set up again rather than
+/// disconnected (`io server disconnect`, which socket.io-client never reconnects from by
+/// itself), and gets its `session:ready` once the pool has room.
+async fn a_busy_pool_delays_a_socket_setup_instead_of_ending_it(backend: Backend) {
+    let app = crate::common::spawn_app_with(backend, &["--db-acquire-timeout-ms", "1000"]).await;
+    let core = &app.core;
+    let mut held = Vec::new();
+    for _ in 0..switchboard::db::pool_size(&core.config.database_url) {
+        held.push(
+            sea_orm::TransactionTrait::begin(&core.db)
+                .await
+                .expect("taking a pooled connection"),
+        );
+    }
+    let address = app.address.clone();
+    let token = app.token("alice");
+    let connecting = tokio::spawn(async move { PollingSocket::connect(&address, &token).await });
+    // The pool stays busy for more than one acquire wait (the first setup attempt gives up)
+    // and less than all of them.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    drop(held);
+    let (socket, ready) = tokio::time::timeout(std::time::Duration::from_secs(10), connecting)
+        .await
+        .expect("session:ready once the pool had room (the socket was not ended)")
+        .expect("the connecting task")
+        .expect("connecting");
+    assert_eq!(ready["userId"], "alice", "{ready}");
+    socket.close().await;
+}
+
+/// A node whose async workers are swamped (ten thousand sockets reconnecting at once after a
+/// deploy) gets its probe answers late, which is not a database that is down: probes run on a
+/// thread of their own, so the node does not take its own backlog for an outage and turn away
+/// every socket that is connecting. Here the runtime that serves the app has hundreds of tasks
+/// ready to run, each busy for a millisecond per turn, so every wakeup waits ~0.3 s in line,
+/// longer than the probe's 100 ms budget.
+async fn a_swamped_runtime_is_not_a_database_that_is_down(backend: Backend) {
+    let app = crate::common::spawn_app_with(
+        backend,
+        &[
+            "--db-probe-interval-ms",
+            "20",
+            "--db-health-timeout-ms",
+            "100",
+        ],
+    )
+    .await;
+    let core = app.core.clone();
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+    let busy: Vec<_> = (0..300)
+        .map(|_| {
+            let core = core.clone();
+            tokio::spawn(async move {
+                let mut saw_down = false;
+                while std::time::Instant::now() < until {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    saw_down |= core.db_status.is_down();
+                    tokio::task::yield_now().await;
+                }
+                saw_down
+            })
+        })
+        .collect();
+    for task in busy {
+        assert!(
+            !task.await.expect("a busy task"),
+            "the swamped node recorded its database as down"
+        );
+    }
+    let response = app.get("/health").await;
+    let body: Value = response.json().await.expect("health body is JSON");
+    assert_eq!(body["services"]["database"], "ok", "{body}");
 }
 
 /// While the database is down, a new connection is refused at the Engine.IO handshake (503,
@@ -136,7 +206,9 @@ backend_tests!(
     health_lists_every_service,
     health_is_503_when_the_database_is_down,
     a_busy_pool_is_not_a_database_that_is_down,
-    new_connections_are_refused_at_the_handshake_while_the_database_is_down
+    new_connections_are_refused_at_the_handshake_while_the_database_is_down,
+    a_swamped_runtime_is_not_a_database_that_is_down,
+    a_busy_pool_delays_a_socket_setup_instead_of_ending_it
 );
 
 #[tokio::test]
