@@ -168,6 +168,7 @@ impl Application {
             ),
             pipeline,
             sessions: Default::default(),
+            setups: tokio::sync::Semaphore::new(crate::realtime::setup_turns(&config.database_url)),
             db,
             db_status: Default::default(),
             db_probe: crate::db_status::Prober::start(

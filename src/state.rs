@@ -68,6 +68,9 @@ pub struct Core {
     pub pipeline: crate::pipeline::Pipeline,
     /// This node's SSE streams and long-poll sessions (fed by the dispatcher).
     pub sessions: crate::pipeline::sessions::Sessions,
+    /// Turns of connecting sockets at their setup's database reads
+    /// ([`crate::realtime::setup_turns`] of them at once).
+    pub setups: tokio::sync::Semaphore,
     /// Cancelled once on shutdown; every background task watches it.
     pub shutdown: CancellationToken,
 }

@@ -22,6 +22,6 @@ pub mod rooms;
 pub mod slots;
 pub(crate) mod slow;
 
-pub use connection::{NAMESPACE, grace, on_connect};
+pub use connection::{NAMESPACE, grace, on_connect, setup_turns};
 pub use membership::{announce_added, announce_removed, deliver_invites};
 pub use slow::sweeper as slow_socket_sweeper;

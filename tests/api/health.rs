@@ -114,6 +114,66 @@ async fn a_busy_pool_delays_a_socket_setup_instead_of_ending_it(backend: Backend
     socket.close().await;
 }
 
+/// Connecting sockets take turns at their setup's database reads; one whose client left while
+/// it waited for its turn is not set up at all (in an avalanche, clients that gave up come back
+/// as new sockets, and the server would otherwise read every abandoned session too).
+async fn a_socket_gone_before_its_setup_turn_is_not_set_up(backend: Backend) {
+    let app = crate::common::spawn_app(backend).await;
+    let core = &app.core;
+    let turns = switchboard::realtime::setup_turns(&core.config.database_url);
+    let held = core
+        .setups
+        .acquire_many(turns as u32)
+        .await
+        .expect("taking every setup turn");
+
+    // A raw Engine.IO session: handshake, then the namespace CONNECT, which waits for a turn.
+    let open = app
+        .get("/socket.io/?EIO=4&transport=polling")
+        .await
+        .text()
+        .await
+        .expect("the open packet");
+    let open: Value = serde_json::from_str(open.trim_start_matches('0')).expect("open JSON");
+    let url = format!(
+        "{}/socket.io/?EIO=4&transport=polling&sid={}",
+        app.address,
+        open["sid"].as_str().expect("a sid")
+    );
+    let connect = format!("40/realtime,{}", json!({ "token": app.token("newcomer") }));
+    let sent = app.client.post(&url).body(connect).send().await;
+    assert!(sent.expect("CONNECT").status().is_success());
+    let connections = || async {
+        let body: Value = app.get("/health").await.json().await.expect("health JSON");
+        body["connections"].as_u64()
+    };
+    while connections().await != Some(1) {
+        tokio::task::yield_now().await;
+    }
+    // The client leaves (Engine.IO close) before its turn.
+    let sent = app.client.post(&url).body("1").send().await;
+    assert!(sent.expect("close").status().is_success());
+    while connections().await != Some(0) {
+        tokio::task::yield_now().await;
+    }
+    drop(held);
+    // Every turn free again means the waiting setup has run and returned.
+    let all = core
+        .setups
+        .acquire_many(turns as u32)
+        .await
+        .expect("every setup turn back");
+    drop(all);
+    let signed_in = <entity::user::Entity as sea_orm::EntityTrait>::find_by_id("newcomer")
+        .one(&core.db)
+        .await
+        .expect("reading users");
+    assert!(
+        signed_in.is_none(),
+        "the abandoned socket's session was read (its user signed in)"
+    );
+}
+
 /// A node whose async workers are swamped (ten thousand sockets reconnecting at once after a
 /// deploy) gets its probe answers late, which is not a database that is down: probes run on a
 /// thread of their own, so the node does not take its own backlog for an outage and turn away
@@ -208,7 +268,8 @@ backend_tests!(
     a_busy_pool_is_not_a_database_that_is_down,
     new_connections_are_refused_at_the_handshake_while_the_database_is_down,
     a_swamped_runtime_is_not_a_database_that_is_down,
-    a_busy_pool_delays_a_socket_setup_instead_of_ending_it
+    a_busy_pool_delays_a_socket_setup_instead_of_ending_it,
+    a_socket_gone_before_its_setup_turn_is_not_set_up
 );
 
 #[tokio::test]
