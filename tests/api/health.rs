@@ -62,15 +62,7 @@ async fn a_busy_pool_is_not_a_database_that_is_down(backend: Backend) {
     )
     .await;
     let core = &app.core;
-    // Take every pooled connection, each in a transaction.
-    let mut held = Vec::new();
-    for _ in 0..switchboard::db::pool_size(&core.config.database_url) {
-        held.push(
-            sea_orm::TransactionTrait::begin(&core.db)
-                .await
-                .expect("taking a pooled connection"),
-        );
-    }
+    let held = hold_every_pooled_connection(core).await;
 
     let response = app.get("/health").await;
     let body: Value = response.json().await.expect("health body is JSON");
@@ -90,14 +82,7 @@ async fn a_busy_pool_is_not_a_database_that_is_down(backend: Backend) {
 async fn a_busy_pool_delays_a_socket_setup_instead_of_ending_it(backend: Backend) {
     let app = crate::common::spawn_app_with(backend, &["--db-acquire-timeout-ms", "1000"]).await;
     let core = &app.core;
-    let mut held = Vec::new();
-    for _ in 0..switchboard::db::pool_size(&core.config.database_url) {
-        held.push(
-            sea_orm::TransactionTrait::begin(&core.db)
-                .await
-                .expect("taking a pooled connection"),
-        );
-    }
+    let held = hold_every_pooled_connection(core).await;
     let address = app.address.clone();
     let token = app.token("alice");
     let connecting = tokio::spawn(async move { PollingSocket::connect(&address, &token).await });
@@ -260,6 +245,21 @@ async fn new_connections_are_refused_at_the_handshake_while_the_database_is_down
     );
     second.close().await;
     open.close().await;
+}
+
+/// Takes every connection of the app's pool, each in a transaction, until dropped.
+async fn hold_every_pooled_connection(
+    core: &switchboard::state::Core,
+) -> Vec<sea_orm::DatabaseTransaction> {
+    let mut held = Vec::new();
+    for _ in 0..switchboard::db::pool_size(&core.config.database_url) {
+        held.push(
+            sea_orm::TransactionTrait::begin(&core.db)
+                .await
+                .expect("taking a pooled connection"),
+        );
+    }
+    held
 }
 
 backend_tests!(
