@@ -11,7 +11,6 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::db::Waits;
-
 use crate::error::{AppError, AppResult};
 
 /// The database's last known state.

@@ -62,10 +62,10 @@ pub async fn on_connect<A: Adapter>(
 /// How many connecting sockets read their session from the database at once (64 per pooled
 /// connection); the others wait their turn in arrival order. In a reconnect avalanche every
 /// setup in flight holds its queries' buffers (10 to 15 KiB each) while it waits for the pool:
-/// 10,000 at once took 250 MB the allocator kept after the burst, for no gain, since the pool
-/// serves only so many at a time. Sending (`session:ready`, the replay) is outside the turn, so
-/// a client that reads slowly holds none. Fewer turns (4 per connection) kept even less but
-/// readied the sockets a third slower: setups also wait for the dispatcher, not only the pool.
+/// 10,000 at once left the process about 280 MB larger after the burst, for no gain, since
+/// the pool serves only so many at a time. Sending (`session:ready`, the replay) is outside
+/// the turn, so a client that reads slowly holds none. Fewer turns (4 per connection) kept
+/// even less but readied the sockets a third slower: setups also wait for the dispatcher.
 pub fn setup_turns(database_url: &str) -> usize {
     64 * crate::db::pool_size(database_url) as usize
 }
