@@ -134,46 +134,40 @@ impl Prober {
 /// The prober thread's loop: answers requests until every [`Prober`] is dropped.
 async fn serve(db: DatabaseConnection, pending: &mut mpsc::Receiver<Request>, timeout: Duration) {
     let mut db = Some(db);
-    let mut next = None;
-    loop {
-        let request = match next.take() {
-            Some(request) => request,
-            None => match pending.recv().await {
-                Some(request) => request,
-                None => break,
-            },
-        };
-        match request {
-            Request::Probe(first) => {
-                let up = match &db {
-                    Some(db) => probe(db, timeout).await,
-                    None => false,
-                };
-                let _ = first.send(up);
-                // Who asked meanwhile shares this answer; a close waits for its turn.
-                while let Ok(request) = pending.try_recv() {
-                    match request {
-                        Request::Probe(waiting) => {
-                            let _ = waiting.send(up);
-                        }
-                        close => {
-                            next = Some(close);
-                            break;
-                        }
-                    }
-                }
-            }
+    while let Some(request) = pending.recv().await {
+        let first = match request {
+            Request::Probe(first) => first,
             Request::Close(done) => {
-                if let Some(db) = db.take() {
-                    let _ = db.close().await;
+                close(&mut db, done).await;
+                continue;
+            }
+        };
+        let up = match &db {
+            Some(db) => probe(db, timeout).await,
+            None => false,
+        };
+        let _ = first.send(up);
+        // Who asked meanwhile shares this answer.
+        while let Ok(request) = pending.try_recv() {
+            match request {
+                Request::Probe(waiting) => {
+                    let _ = waiting.send(up);
                 }
-                let _ = done.send(());
+                Request::Close(done) => close(&mut db, done).await,
             }
         }
     }
     if let Some(db) = db {
         let _ = db.close().await;
     }
+}
+
+/// Closes the probe connection (once) and says so.
+async fn close(db: &mut Option<DatabaseConnection>, done: oneshot::Sender<()>) {
+    if let Some(db) = db.take() {
+        let _ = db.close().await;
+    }
+    let _ = done.send(());
 }
 
 /// One bounded probe: a trivial query that must answer within `timeout`.

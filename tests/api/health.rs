@@ -125,7 +125,11 @@ async fn a_socket_gone_before_its_setup_turn_is_not_set_up(backend: Backend) {
         app.address,
         open["sid"].as_str().expect("a sid")
     );
-    let connect = format!("40/realtime,{}", json!({ "token": app.token("newcomer") }));
+    let connect = format!(
+        "40{},{}",
+        switchboard::realtime::NAMESPACE,
+        json!({ "token": app.token("newcomer") })
+    );
     let sent = app.client.post(&url).body(connect).send().await;
     assert!(sent.expect("CONNECT").status().is_success());
     let connections = || async {
