@@ -303,6 +303,25 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// A statement whose rows travel as one JSON array parameter (`rows` serialised), read back
+/// with `json_each` on SQLite and `json_array_elements` on PostgreSQL: its text is the same for
+/// every batch, so the driver prepares it once per connection, where `VALUES (?, …), (?, …)`
+/// had a text (and a preparation) per batch size. `sqlite` and `postgres` are the two texts.
+pub fn json_rows(
+    backend: DbBackend,
+    sqlite: &str,
+    postgres: &str,
+    rows: &impl serde::Serialize,
+) -> Statement {
+    let sql = match backend {
+        DbBackend::Postgres => postgres,
+        _ => sqlite,
+    };
+    // Rows of strings, integers, booleans and options always serialise.
+    let json = serde_json::to_string(rows).unwrap_or_else(|_| "[]".to_owned());
+    Statement::from_sql_and_values(backend, sql, [json.into()])
+}
+
 #[cfg(test)]
 mod tests {
     use super::redact;

@@ -17,10 +17,32 @@ use serde_json::value::RawValue;
 use super::model::{Cursor, Event, FeedScope, Kind};
 use crate::error::AppError;
 
-/// Events inserted per statement (8 parameters each, well under SQLite's limit).
-const EVENTS_PER_INSERT: usize = 200;
-/// Targets inserted per statement.
-const TARGETS_PER_INSERT: usize = 500;
+/// The appended events, in [`EventRow`]'s column order, as one JSON parameter
+/// ([`crate::db::json_rows`]).
+const INSERT_EVENTS_SQLITE: &str = "INSERT INTO events (id, kind, event, payload, except_rooms, \
+     feed_actor, feed_public, created_at) SELECT value ->> 0, value ->> 1, value ->> 2, \
+     value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7 FROM json_each(?)";
+const INSERT_EVENTS_POSTGRES: &str = "INSERT INTO events (id, kind, event, payload, \
+     except_rooms, feed_actor, feed_public, created_at) SELECT (value ->> 0)::bigint, \
+     value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, (value ->> 6)::boolean, \
+     (value ->> 7)::bigint FROM json_array_elements($1::json) AS j(value)";
+/// Each event's Socket.IO rooms, as `[target, event_id]` rows.
+const INSERT_TARGETS_SQLITE: &str = "INSERT INTO event_targets (target, event_id) \
+     SELECT value ->> 0, value ->> 1 FROM json_each(?)";
+const INSERT_TARGETS_POSTGRES: &str = "INSERT INTO event_targets (target, event_id) \
+     SELECT value ->> 0, (value ->> 1)::bigint FROM json_array_elements($1::json) AS j(value)";
+
+/// One event as [`INSERT_EVENTS_SQLITE`] reads it; a tuple serialises as a JSON array.
+type EventRow<'a> = (
+    i64,
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<String>,
+    Option<&'a str>,
+    bool,
+    i64,
+);
 
 /// A statement written with `$n` placeholders, in the backend's own syntax (see
 /// [`sqlite_placeholders`]).
@@ -61,7 +83,11 @@ fn sqlite_placeholders(sql: &str) -> String {
 }
 
 fn db_id(id: u64) -> Value {
-    Value::BigInt(Some(i64::try_from(id).unwrap_or(i64::MAX)))
+    Value::BigInt(Some(db_i64(id)))
+}
+
+fn db_i64(id: u64) -> i64 {
+    i64::try_from(id).unwrap_or(i64::MAX)
 }
 
 fn get_u64(row: &QueryResult, column: &str) -> Result<u64, DbErr> {
@@ -107,63 +133,48 @@ pub async fn append(tx: &impl ConnectionTrait, events: &mut [Event]) -> Result<(
     for (i, event) in events.iter_mut().enumerate() {
         event.id = Some(first + i as u64);
     }
-    for chunk in events.chunks(EVENTS_PER_INSERT) {
-        let mut sql = String::from(
-            "INSERT INTO events (id, kind, event, payload, except_rooms, feed_actor, feed_public, created_at) VALUES ",
-        );
-        let mut values = Vec::with_capacity(chunk.len() * 8);
-        for (i, e) in chunk.iter().enumerate() {
-            let b = i * 8;
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!(
-                "(${},${},${},${},${},${},${},${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7,
-                b + 8
-            ));
-            let except = (!e.except.is_empty())
-                .then(|| serde_json::to_string(&e.except).unwrap_or_default());
-            values.push(db_id(e.id.unwrap_or_default()));
-            values.push(e.kind.map(Kind::as_str).unwrap_or("chat").into());
-            values.push(e.name.to_string().into());
-            values.push(e.payload.get().to_owned().into());
-            values.push(Value::String(except));
-            values.push(Value::String(e.feed.as_ref().map(|f| f.actor.clone())));
-            values.push(e.feed.as_ref().is_some_and(|f| f.public).into());
-            values.push(Value::BigInt(Some(now)));
-        }
-        tx.execute_raw(stmt(backend, &sql, values)).await?;
-    }
-    let targets: Vec<(u64, &String)> = events
+    let rows: Vec<EventRow<'_>> = events
+        .iter()
+        .map(|e| {
+            (
+                e.id.map_or(0, db_i64),
+                e.kind.map(Kind::as_str).unwrap_or("chat"),
+                &*e.name,
+                e.payload.get(),
+                (!e.except.is_empty())
+                    .then(|| serde_json::to_string(&e.except).unwrap_or_default()),
+                e.feed.as_ref().map(|f| f.actor.as_str()),
+                e.feed.as_ref().is_some_and(|f| f.public),
+                now,
+            )
+        })
+        .collect();
+    tx.execute_raw(crate::db::json_rows(
+        backend,
+        INSERT_EVENTS_SQLITE,
+        INSERT_EVENTS_POSTGRES,
+        &rows,
+    ))
+    .await?;
+    let targets: Vec<(&str, i64)> = events
         .iter()
         .filter(|e| e.kind != Some(Kind::Feed))
         .flat_map(|e| {
-            let id = e.id.unwrap_or_default();
-            let mut seen: Vec<&String> = e.targets.iter().collect();
-            seen.sort();
+            let id = e.id.map_or(0, db_i64);
+            let mut seen: Vec<&str> = e.targets.iter().map(String::as_str).collect();
+            seen.sort_unstable();
             seen.dedup();
-            seen.into_iter().map(move |t| (id, t))
+            seen.into_iter().map(move |t| (t, id))
         })
         .collect();
-    for chunk in targets.chunks(TARGETS_PER_INSERT) {
-        let mut sql = String::from("INSERT INTO event_targets (target, event_id) VALUES ");
-        let mut values = Vec::with_capacity(chunk.len() * 2);
-        for (i, (id, target)) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!("(${},${})", i * 2 + 1, i * 2 + 2));
-            values.push((*target).clone().into());
-            values.push(db_id(*id));
-        }
-        tx.execute_raw(stmt(backend, &sql, values)).await?;
+    if !targets.is_empty() {
+        tx.execute_raw(crate::db::json_rows(
+            backend,
+            INSERT_TARGETS_SQLITE,
+            INSERT_TARGETS_POSTGRES,
+            &targets,
+        ))
+        .await?;
     }
     Ok(())
 }

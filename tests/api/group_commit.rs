@@ -168,9 +168,93 @@ async fn sqlite_an_abandoned_send_is_not_stored_and_a_bad_one_fails_alone() {
     assert_eq!(app.core.writes.queued_messages(), 0);
 }
 
+/// A batched row reads back as it was given, and its dates are stored exactly as sea-orm stores
+/// the same dates (SQLite keeps them as text: a different spelling of the same instant would
+/// compare and sort wrongly against rows written by the rest of the code).
+async fn a_batched_row_is_stored_as_sea_orm_stores_it(backend: Backend) {
+    use chrono::TimeZone;
+    use sea_orm::{ActiveModelTrait, TransactionTrait};
+
+    let app = spawn_app_with(backend, &[]).await;
+    let room_id = group(&app, "rt-a", &["rt-b".to_owned()]).await;
+    // Nanoseconds: SQLite keeps all nine digits, PostgreSQL truncates to microseconds.
+    let created = chrono::Utc
+        .timestamp_opt(1_700_000_000, 123_456_789)
+        .single()
+        .expect("a date");
+    let edited = created + chrono::Duration::milliseconds(1500);
+    let model = |id: &str, seq: i64, client_id: Option<&str>| message::Model {
+        id: id.to_owned(),
+        room_id: room_id.clone(),
+        seq,
+        user_id: "rt-a".to_owned(),
+        sender_name: "Rt \"A\" ünïcode".to_owned(),
+        content: "line\nwith 'quotes', \\ and \u{1F600}".to_owned(),
+        message_type: "text".to_owned(),
+        reply_to_id: client_id.map(|_| "reference".to_owned()),
+        client_message_id: client_id.map(str::to_owned),
+        created_at: created,
+        edited_at: Some(edited),
+        deleted: false,
+    };
+    message::ActiveModel::from(model("reference", 1000, None))
+        .insert(&app.core.db)
+        .await
+        .expect("the reference row");
+
+    let tx = app.core.db.begin().await.expect("a transaction");
+    let given = model("batched", 0, Some("rt-client"));
+    let results = switchboard::domain::chat::insert_batch(&tx, vec![given.clone()])
+        .await
+        .expect("the batch");
+    tx.commit().await.expect("commit");
+    let [Ok(switchboard::domain::chat::Inserted::Stored(_))] = results.as_slice() else {
+        panic!("the row was not stored: {results:?}");
+    };
+
+    let read = |id: &'static str| {
+        let db = app.core.db.clone();
+        async move {
+            message::Entity::find_by_id(id)
+                .one(&db)
+                .await
+                .expect("reading")
+                .expect("the row")
+        }
+    };
+    let (batched, reference) = (read("batched").await, read("reference").await);
+    assert_eq!(batched.seq, 1, "the room's first seq");
+    // The dates as the backend keeps them (PostgreSQL: microseconds), the rest as given.
+    let expected = message::Model {
+        seq: 1,
+        created_at: reference.created_at,
+        edited_at: reference.edited_at,
+        ..given
+    };
+    assert_eq!(batched, expected);
+    for column in ["created_at", "edited_at"] {
+        let same = app
+            .core
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(
+                app.core.db.get_database_backend(),
+                format!(
+                    "SELECT COUNT(*) AS n FROM messages WHERE {column} = \
+                     (SELECT {column} FROM messages WHERE id = 'reference')"
+                ),
+            ))
+            .await
+            .expect("comparing")
+            .expect("a count");
+        let n: i64 = same.try_get("", "n").expect("n");
+        assert_eq!(n, 2, "{column} is stored as sea-orm stores it");
+    }
+}
+
 backend_tests!(
     batches_across_rooms_keep_every_guarantee,
-    a_message_is_stored_only_with_its_announcement
+    a_message_is_stored_only_with_its_announcement,
+    a_batched_row_is_stored_as_sea_orm_stores_it
 );
 
 /// The events journaled for a room's messages: `(event name, message id)` in journal order.

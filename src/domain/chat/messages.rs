@@ -10,6 +10,7 @@ use sea_orm::{
     EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Set, Statement,
 };
 
+use super::batch_sql;
 use super::content::clean_content;
 use super::model::{Message, MessageType};
 use super::{ChatService, is_unique_violation, new_id};
@@ -350,7 +351,7 @@ pub enum Inserted {
 
 /// Inserts a batch of new messages in the caller's transaction, in queue order, with a constant
 /// number of statements whatever the batch size (on SQLite each statement is a hop to sqlx's
-/// worker thread, which costs more than the work):
+/// worker thread, which costs more than the work), each of fixed text ([`batch_sql`]):
 ///
 /// 1. one lookup of the batch's client message ids already stored (retries);
 /// 2. one `UPDATE rooms … RETURNING` taking `n` seqs per room at once (on PostgreSQL preceded
@@ -358,8 +359,8 @@ pub enum Inserted {
 ///    in the same order and cannot deadlock); the messages of one room get consecutive seqs in
 ///    queue order, so they stay gapless and in each sender's order;
 /// 3. one multi-row `INSERT` (its full-text trigger included);
-/// 4. one `UPDATE room_members … FROM (VALUES …)` moving each sender's watermarks to their last
-///    message (the sender has obviously seen everything up to it).
+/// 4. one `UPDATE room_members … FROM` moving each sender's watermarks to their last message
+///    (the sender has obviously seen everything up to it).
 ///
 /// An error fails the whole batch (the caller retries one message per transaction); a missing
 /// room fails only its own messages, with `RecordNotFound`.
@@ -378,41 +379,15 @@ pub async fn insert_batch(
         .filter(|&i| rows[i].client_message_id.is_some())
         .collect();
     if !keyed.is_empty() {
-        let mut sql = String::from("SELECT * FROM messages WHERE ");
-        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(keyed.len() * 3);
-        for (k, &i) in keyed.iter().enumerate() {
-            if k > 0 {
-                sql.push_str(" OR ");
-            }
-            let n = values.len();
-            sql.push_str(&format!(
-                "(room_id = {} AND user_id = {} AND client_message_id = {})",
-                placeholder(backend, n + 1),
-                placeholder(backend, n + 2),
-                placeholder(backend, n + 3),
-            ));
-            values.push(rows[i].room_id.clone().into());
-            values.push(rows[i].user_id.clone().into());
-            values.push(rows[i].client_message_id.clone().into());
-        }
-        let existing =
-            message::Model::find_by_statement(Statement::from_sql_and_values(backend, sql, values))
-                .all(tx)
-                .await?;
+        let keys: Vec<(&str, &str, &str)> = keyed.iter().map(|&i| client_key(&rows[i])).collect();
+        let existing = message::Model::find_by_statement(batch_sql::lookup(backend, &keys))
+            .all(tx)
+            .await?;
         // Earlier in the queue wins among the batch's own duplicates too.
         let mut first_of = std::collections::HashMap::new();
         for &i in &keyed {
-            let row = &rows[i];
-            let key = (
-                row.room_id.as_str(),
-                row.user_id.as_str(),
-                row.client_message_id.as_deref().unwrap_or_default(),
-            );
-            if let Some(found) = existing.iter().find(|m| {
-                m.room_id == key.0
-                    && m.user_id == key.1
-                    && m.client_message_id.as_deref() == Some(key.2)
-            }) {
+            let key = client_key(&rows[i]);
+            if let Some(found) = existing.iter().find(|m| client_key(m) == key) {
                 results[i] = Some(Ok(Inserted::Duplicate(found.clone())));
             } else if let Some(&first) = first_of.get(&key) {
                 dup_of[i] = Some(first);
@@ -426,68 +401,27 @@ pub async fn insert_batch(
         .collect();
 
     // 2. Seqs: n per room, rooms in id order.
-    let mut per_room: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    let mut per_room: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
     for &i in &fresh {
-        *per_room.entry(rows[i].room_id.clone()).or_default() += 1;
+        *per_room.entry(rows[i].room_id.as_str()).or_default() += 1;
     }
-    let mut last_seq: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    let mut first_seq: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     if !per_room.is_empty() {
-        let ids: Vec<sea_orm::Value> = per_room.keys().map(|r| r.clone().into()).collect();
-        let list = (1..=ids.len())
-            .map(|n| placeholder(backend, n))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let counts: Vec<(&str, i64)> = per_room.iter().map(|(r, n)| (*r, *n)).collect();
         if backend == DatabaseBackend::Postgres {
-            tx.query_all_raw(Statement::from_sql_and_values(
-                backend,
-                format!("SELECT id FROM rooms WHERE id IN ({list}) ORDER BY id FOR UPDATE"),
-                ids.clone(),
-            ))
-            .await?;
+            tx.query_all_raw(batch_sql::lock_rooms(&counts)).await?;
         }
-        let mut case = String::from("CASE id");
-        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(per_room.len() * 3);
-        for (room, n) in &per_room {
-            let k = values.len();
-            case.push_str(&format!(
-                " WHEN {} THEN {}",
-                placeholder(backend, k + 1),
-                cast_bigint(backend, &placeholder(backend, k + 2)),
-            ));
-            values.push(room.clone().into());
-            values.push((*n).into());
-        }
-        case.push_str(" ELSE 0 END");
-        let base = values.len();
-        let list = (1..=per_room.len())
-            .map(|n| placeholder(backend, base + n))
-            .collect::<Vec<_>>()
-            .join(", ");
-        values.extend(ids);
-        let bumped = tx
-            .query_all_raw(Statement::from_sql_and_values(
-                backend,
-                format!(
-                    "UPDATE rooms SET last_seq = last_seq + {case} WHERE id IN ({list}) \
-                     RETURNING id, last_seq"
-                ),
-                values,
-            ))
-            .await?;
-        for row in bumped {
+        for row in tx.query_all_raw(batch_sql::bump(backend, &counts)).await? {
             let id: String = row.try_get_by_index(0)?;
-            let seq: i64 = row.try_get_by_index(1)?;
-            last_seq.insert(id, seq);
+            let last: i64 = row.try_get_by_index(1)?;
+            let n = per_room.get(id.as_str()).copied().unwrap_or_default();
+            first_seq.insert(id, last - n + 1);
         }
     }
     // Hand out each room's seqs from its first new one, in queue order.
-    let mut next: std::collections::HashMap<String, i64> = per_room
-        .iter()
-        .filter_map(|(room, n)| last_seq.get(room).map(|last| (room.clone(), last - n + 1)))
-        .collect();
     let mut stored = Vec::with_capacity(fresh.len());
     for &i in &fresh {
-        match next.get_mut(&rows[i].room_id) {
+        match first_seq.get_mut(&rows[i].room_id) {
             Some(seq) => {
                 rows[i].seq = *seq;
                 *seq += 1;
@@ -501,13 +435,8 @@ pub async fn insert_batch(
 
     // 3. The rows, in one statement.
     if !stored.is_empty() {
-        message::Entity::insert_many(
-            stored
-                .iter()
-                .map(|&i| message::ActiveModel::from(rows[i].clone())),
-        )
-        .exec_without_returning(tx)
-        .await?;
+        tx.execute_raw(batch_sql::insert(backend, stored.iter().map(|&i| &rows[i])))
+            .await?;
 
         // 4. Each sender's watermarks, to their last message of the batch.
         let mut last_of: std::collections::BTreeMap<(&str, &str), i64> =
@@ -518,32 +447,12 @@ pub async fn insert_batch(
                 .or_default();
             *seq = (*seq).max(rows[i].seq);
         }
-        let mut tuples = Vec::with_capacity(last_of.len());
-        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(last_of.len() * 3);
-        for ((room, user), seq) in &last_of {
-            let k = values.len();
-            tuples.push(format!(
-                "({}, {}, {})",
-                placeholder(backend, k + 1),
-                placeholder(backend, k + 2),
-                cast_bigint(backend, &placeholder(backend, k + 3)),
-            ));
-            values.push((*room).to_owned().into());
-            values.push((*user).to_owned().into());
-            values.push((*seq).into());
-        }
-        tx.execute_raw(Statement::from_sql_and_values(
-            backend,
-            format!(
-                "UPDATE room_members SET read_seq = v.column3, delivered_seq = v.column3 \
-                 FROM (VALUES {}) AS v \
-                 WHERE room_members.room_id = v.column1 AND room_members.user_id = v.column2 \
-                 AND room_members.read_seq < v.column3",
-                tuples.join(", ")
-            ),
-            values,
-        ))
-        .await?;
+        let marks: Vec<(&str, &str, i64)> = last_of
+            .into_iter()
+            .map(|((room, user), seq)| (room, user, seq))
+            .collect();
+        tx.execute_raw(batch_sql::watermarks(backend, &marks))
+            .await?;
     }
 
     // Duplicates inside the batch answer with their first occurrence, now stored.
@@ -562,19 +471,11 @@ pub async fn insert_batch(
         .collect())
 }
 
-/// The backend's `n`th (1-based) bind placeholder.
-fn placeholder(backend: DatabaseBackend, n: usize) -> String {
-    match backend {
-        DatabaseBackend::Postgres => format!("${n}"),
-        _ => "?".to_owned(),
-    }
-}
-
-/// A bound integer typed as `BIGINT` where the backend needs to be told (inside `CASE` and
-/// `VALUES`, PostgreSQL cannot infer it).
-fn cast_bigint(backend: DatabaseBackend, placeholder: &str) -> String {
-    match backend {
-        DatabaseBackend::Postgres => format!("{placeholder}::bigint"),
-        _ => placeholder.to_owned(),
-    }
+/// The idempotency key of a message with a client message id.
+fn client_key(m: &message::Model) -> (&str, &str, &str) {
+    (
+        m.room_id.as_str(),
+        m.user_id.as_str(),
+        m.client_message_id.as_deref().unwrap_or_default(),
+    )
 }

@@ -1,0 +1,142 @@
+//! The statements of a message group commit ([`super::insert_batch`]), each with one fixed text
+//! per backend: the batch travels as a single JSON array parameter, read back row by row with
+//! `json_each` (SQLite) or `json_array_elements` (PostgreSQL); see [`json_rows`].
+//!
+//! Statements whose text grew with the batch (`VALUES (?, …), (?, …)`, `CASE … WHEN`, `OR`
+//! chains) were prepared anew for nearly every batch, since each size had its own text and the
+//! driver's statement cache holds 100: on SQLite, preparing was about a tenth of the writer
+//! thread's time, and building the text and binding twelve values per message cost as much on
+//! the async workers. A fixed text is prepared once per connection and binds one value.
+//!
+//! Every row is a JSON array read by position (`value ->> n`), which both backends index the
+//! same way. SQLite's `->>` gives JSON numbers back as integers and JSON booleans as 0/1, what
+//! its driver binds for `i64` and `bool`; PostgreSQL's gives text, cast where the column is not.
+//! Dates are written as the drivers bind them (see [`timestamp`]), so rows written here and rows
+//! written through sea-orm compare and sort alike.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use entity::message;
+use sea_orm::{DatabaseBackend, Statement};
+
+use crate::db::json_rows;
+
+/// Retries: the stored messages matching `[room_id, user_id, client_message_id]` rows.
+const LOOKUP_SQLITE: &str = "SELECT m.* FROM json_each(?) AS j CROSS JOIN messages AS m \
+     WHERE m.room_id = j.value ->> 0 AND m.user_id = j.value ->> 1 \
+     AND m.client_message_id = j.value ->> 2";
+const LOOKUP_POSTGRES: &str = "SELECT m.* FROM json_array_elements($1::json) AS j(value) \
+     JOIN messages AS m ON m.room_id = j.value ->> 0 AND m.user_id = j.value ->> 1 \
+     AND m.client_message_id = j.value ->> 2";
+
+/// PostgreSQL only: the batch's rooms locked in id order before their counters move, so two
+/// nodes' batches lock shared rooms in the same order and cannot deadlock.
+const LOCK_ROOMS_POSTGRES: &str = "SELECT id FROM rooms WHERE id IN \
+     (SELECT value ->> 0 FROM json_array_elements($1::json) AS j(value)) ORDER BY id FOR UPDATE";
+
+/// Seqs: each `[room_id, n]` row takes `n` more from its room's counter.
+const BUMP_SQLITE: &str = "UPDATE rooms SET last_seq = last_seq + v.n \
+     FROM (SELECT value ->> 0 AS id, value ->> 1 AS n FROM json_each(?)) AS v \
+     WHERE rooms.id = v.id RETURNING rooms.id, rooms.last_seq";
+const BUMP_POSTGRES: &str = "UPDATE rooms SET last_seq = rooms.last_seq + v.n \
+     FROM (SELECT value ->> 0 AS id, (value ->> 1)::bigint AS n \
+     FROM json_array_elements($1::json) AS j(value)) AS v \
+     WHERE rooms.id = v.id RETURNING rooms.id, rooms.last_seq";
+
+/// The rows, in [`MessageRow`]'s column order.
+const INSERT_SQLITE: &str = "INSERT INTO messages (id, room_id, seq, user_id, sender_name, \
+     content, message_type, reply_to_id, client_message_id, created_at, edited_at, deleted) \
+     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+     value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11 \
+     FROM json_each(?)";
+const INSERT_POSTGRES: &str = "INSERT INTO messages (id, room_id, seq, user_id, sender_name, \
+     content, message_type, reply_to_id, client_message_id, created_at, edited_at, deleted) \
+     SELECT value ->> 0, value ->> 1, (value ->> 2)::bigint, value ->> 3, value ->> 4, \
+     value ->> 5, value ->> 6, value ->> 7, value ->> 8, (value ->> 9)::timestamptz, \
+     (value ->> 10)::timestamptz, (value ->> 11)::boolean \
+     FROM json_array_elements($1::json) AS j(value)";
+
+/// Watermarks: each `[room_id, user_id, seq]` sender has read and received up to `seq`.
+const WATERMARKS_SQLITE: &str = "UPDATE room_members SET read_seq = v.seq, delivered_seq = v.seq \
+     FROM (SELECT value ->> 0 AS room_id, value ->> 1 AS user_id, value ->> 2 AS seq \
+     FROM json_each(?)) AS v \
+     WHERE room_members.room_id = v.room_id AND room_members.user_id = v.user_id \
+     AND room_members.read_seq < v.seq";
+const WATERMARKS_POSTGRES: &str = "UPDATE room_members SET read_seq = v.seq, \
+     delivered_seq = v.seq \
+     FROM (SELECT value ->> 0 AS room_id, value ->> 1 AS user_id, (value ->> 2)::bigint AS seq \
+     FROM json_array_elements($1::json) AS j(value)) AS v \
+     WHERE room_members.room_id = v.room_id AND room_members.user_id = v.user_id \
+     AND room_members.read_seq < v.seq";
+
+/// One message as the insert reads it; a tuple serialises as a JSON array.
+type MessageRow<'a> = (
+    &'a str,
+    &'a str,
+    i64,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    String,
+    Option<String>,
+    bool,
+);
+
+/// The stored messages with these `(room_id, user_id, client_message_id)` keys.
+pub fn lookup(backend: DatabaseBackend, keys: &[(&str, &str, &str)]) -> Statement {
+    json_rows(backend, LOOKUP_SQLITE, LOOKUP_POSTGRES, &keys)
+}
+
+/// PostgreSQL's row locks on these rooms, in id order.
+pub fn lock_rooms(rooms: &[(&str, i64)]) -> Statement {
+    json_rows(DatabaseBackend::Postgres, "", LOCK_ROOMS_POSTGRES, &rooms)
+}
+
+/// Adds `n` to each room's counter; returns `(id, last_seq)` rows.
+pub fn bump(backend: DatabaseBackend, rooms: &[(&str, i64)]) -> Statement {
+    json_rows(backend, BUMP_SQLITE, BUMP_POSTGRES, &rooms)
+}
+
+/// Inserts the rows (no `RETURNING`: every column is known).
+pub fn insert<'a>(
+    backend: DatabaseBackend,
+    rows: impl Iterator<Item = &'a message::Model>,
+) -> Statement {
+    let rows: Vec<MessageRow<'_>> = rows
+        .map(|m| {
+            (
+                m.id.as_str(),
+                m.room_id.as_str(),
+                m.seq,
+                m.user_id.as_str(),
+                m.sender_name.as_str(),
+                m.content.as_str(),
+                m.message_type.as_str(),
+                m.reply_to_id.as_deref(),
+                m.client_message_id.as_deref(),
+                timestamp(backend, &m.created_at),
+                m.edited_at.as_ref().map(|t| timestamp(backend, t)),
+                m.deleted,
+            )
+        })
+        .collect();
+    json_rows(backend, INSERT_SQLITE, INSERT_POSTGRES, &rows)
+}
+
+/// Moves each `(room_id, user_id, seq)` member's read and delivered watermarks up to `seq`.
+pub fn watermarks(backend: DatabaseBackend, marks: &[(&str, &str, i64)]) -> Statement {
+    json_rows(backend, WATERMARKS_SQLITE, WATERMARKS_POSTGRES, &marks)
+}
+
+/// A date as the backend's driver binds a `DateTime<Utc>`: on SQLite the text sqlx writes
+/// (RFC 3339, `+00:00`, as many fractional digits as needed), on PostgreSQL microseconds,
+/// truncated as sqlx truncates them (the server would round a longer fraction).
+fn timestamp(backend: DatabaseBackend, at: &DateTime<Utc>) -> String {
+    let precision = match backend {
+        DatabaseBackend::Postgres => SecondsFormat::Micros,
+        _ => SecondsFormat::AutoSi,
+    };
+    at.to_rfc3339_opts(precision, false)
+}
