@@ -1,11 +1,13 @@
 #!/usr/bin/env node
-// Switchboard load generator. Two scenarios:
+// Switchboard load generator. Three scenarios:
 //
-//   fanout  (default) one group room, N receiver sockets, S sender sockets sending M paced
+//   fanout  (default) R group rooms, N receiver sockets, S sender sockets sending M paced
 //           `chat:message`s with acks; every `chat:new_message` is checked (no loss, no
-//           duplicate) and its latency (receive − send time) recorded.
+//           duplicate) and its latency (receive − send time) recorded. `--search` steps its
+//           rate up to the highest one sustained.
 //   connect K sockets connecting (websocket) with bounded concurrency: time, per-socket time to
 //           `session:ready`, server RSS per connection.
+//   persist many small rooms, closed-loop senders: persisted messages/s and ack latency.
 //
 // Receivers live in forked worker processes (--workers) so the load generator can use both
 // cores; the report shows the CPU time of the server, of the load generator and of everything
@@ -34,6 +36,8 @@ const USAGE = `usage: node run.mjs [options]
                               take their own options (--scenario NAME --help)
  fanout:
   --sockets N        receiver sockets (default 1000)
+  --rooms R          group rooms (default 1), the receivers split evenly between them, every
+                     sender in each; message i goes to room i % R (50 x 20: --rooms 50 --sockets 1000)
   --per-user P       sockets per receiver user (default 2; server default limit is 10)
   --senders S        sender sockets, one user each (default 4)
   --messages M       measured messages, all senders together (default 200)
@@ -93,13 +97,18 @@ function options() {
       'target-deliveries': { type: 'string', default: '20000' },
       'target-p99': { type: 'string', default: '50' },
       'no-room': { type: 'boolean', default: false },
-      rooms: { type: 'string', default: '200' },
+      rooms: { type: 'string' },
       'min-members': { type: 'string', default: '2' },
       'max-members': { type: 'string', default: '5' },
       'senders-per-room': { type: 'string', default: '1' },
       'duration-sec': { type: 'string', default: '10' },
       'target-messages': { type: 'string', default: '10000' },
       'target-ack-p99': { type: 'string', default: '50' },
+      search: { type: 'boolean', default: false },
+      'search-sec': { type: 'string', default: '10' },
+      'search-factor': { type: 'string', default: '1.5' },
+      'search-p99': { type: 'string', default: '100' },
+      'search-steps': { type: 'string', default: '12' },
       'server-env': { type: 'string', multiple: true, default: [] },
       json: { type: 'string' },
       help: { type: 'boolean', default: false },
@@ -121,6 +130,9 @@ function options() {
     return v;
   };
   if (!['fanout', 'connect', 'persist'].includes(values.scenario)) throw new Error('--scenario is fanout, connect or persist');
+  if (values.search && values.scenario !== 'fanout') throw new Error('--search is for --scenario fanout');
+  if (values.search && Number(values.rate) <= 0) throw new Error('--search starts from a paced --rate > 0');
+  if (values.search && !(Number(values['search-factor']) > 1)) throw new Error('--search-factor must be > 1');
   if (!['sio', 'lite'].includes(values.client)) throw new Error('--client is sio or lite');
   if (!SERVER_KINDS.includes(values.server)) throw new Error(`--server is one of ${SERVER_KINDS.join(', ')}`);
   const serverEnv = {};
@@ -149,13 +161,18 @@ function options() {
     targetDeliveries: num('target-deliveries'),
     targetP99: num('target-p99'),
     room: !values['no-room'],
-    rooms: int('rooms', 1),
+    rooms: values.rooms === undefined ? (values.scenario === 'persist' ? 200 : 1) : int('rooms', 1),
     minMembers: int('min-members', 2),
     maxMembers: int('max-members', 2),
     sendersPerRoom: int('senders-per-room', 1),
     durationSec: num('duration-sec'),
     targetMessages: num('target-messages'),
     targetAckP99: num('target-ack-p99'),
+    search: values.search,
+    searchSec: num('search-sec'),
+    searchFactor: num('search-factor'),
+    searchP99: num('search-p99'),
+    searchSteps: int('search-steps', 1),
     serverEnv,
     json: values.json,
   };
@@ -222,9 +239,13 @@ function chunks(list, n) {
   return out;
 }
 
-/** Connects `tokens` (one per socket) spread over the workers; merged result. */
-async function connectVia(workers, server, tokens, { roomId, messages, concurrency, client }) {
+/**
+ * Connects `tokens` (one per socket) spread over the workers; merged result. `roomOf(i)`: the
+ * room socket `i` must find in its `session:ready` and is measured in ('' for none).
+ */
+async function connectVia(workers, server, tokens, { roomOf, messages, concurrency, client }) {
   const parts = chunks(tokens, workers.length);
+  const rooms = chunks(tokens.map((_, i) => roomOf(i)), workers.length);
   const t0 = now();
   const results = await Promise.all(
     workers.map((w, i) =>
@@ -233,7 +254,7 @@ async function connectVia(workers, server, tokens, { roomId, messages, concurren
           type: 'connect',
           url: server.url,
           tokens: parts[i],
-          roomId,
+          socketRooms: rooms[i],
           messages,
           concurrency: Math.max(1, Math.round(concurrency / workers.length)),
           readyTimeoutMs: 30_000,
@@ -400,13 +421,24 @@ async function fanout(opts, server, workers, runId, cores) {
   const senders = Array.from({ length: opts.senders }, (_, i) => `bench-${runId}-s${i}`);
   const tokens = [];
   for (let i = 0; i < opts.sockets; i += 1) tokens.push(server.token(receivers[Math.floor(i / opts.perUser)]));
+  // `--rooms` rooms, the receiver users split evenly between them, every sender in every room;
+  // message i goes to room i % R.
+  const R = Math.min(opts.rooms, receiverUsers);
+  const roomOfUser = (u) => Math.floor((u * R) / receiverUsers);
+  const roomOfSocket = (i) => roomOfUser(Math.floor(i / opts.perUser));
 
   let t = now();
-  const roomId = await createGroupRoom(server, senders[0], [...senders.slice(1), ...receivers], `bench ${runId}`);
-  console.log(`setup: room ${roomId} with ${receivers.length + senders.length} members in ${fmtMs(now() - t)}`);
+  const roomIds = [];
+  for (let r = 0; r < R; r += 1) {
+    const members = receivers.filter((_, u) => roomOfUser(u) === r);
+    roomIds.push(await createGroupRoom(server, senders[0], [...senders.slice(1), ...members], `bench ${runId} ${r}`));
+  }
+  const roomSockets = new Uint32Array(R); // receiver sockets per room
+  for (let i = 0; i < opts.sockets; i += 1) roomSockets[roomOfSocket(i)] += 1;
+  console.log(`setup: ${R} room(s) with ${receivers.length} receiver users and ${senders.length} senders in ${fmtMs(now() - t)}`);
 
   const conn = await connectVia(workers, server, tokens, {
-    roomId,
+    roomOf: (i) => roomIds[roomOfSocket(i)],
     messages: opts.messages,
     concurrency: opts.concurrency,
     client: opts.client,
@@ -418,7 +450,7 @@ async function fanout(opts, server, workers, runId, cores) {
   if (conn.ok !== opts.sockets) {
     throw new Error(`only ${conn.ok}/${opts.sockets} receivers connected: ${JSON.stringify(conn.errors)}`);
   }
-  const senderSockets = await Promise.all(senders.map((s) => connectSender(server, s, roomId)));
+  const senderSockets = await Promise.all(senders.map((s) => connectSender(server, s, roomIds[0])));
   const N = opts.sockets;
   const S = senderSockets.length;
 
@@ -437,7 +469,7 @@ async function fanout(opts, server, workers, runId, cores) {
     acks.pending += 1;
     socket.timeout(30_000).emit(
       'chat:message',
-      { roomId, message: `bench|${phase}|${i}|${sentAt}`, clientMessageId: `${runId}-${phase}-${i}` },
+      { roomId: roomIds[i % R], message: `bench|${phase}|${i}|${sentAt}`, clientMessageId: `${runId}-${phase}-${i}` },
       (err, ack) => {
         if (phase === 'm') {
           if (err) acks.errors.TIMEOUT = (acks.errors.TIMEOUT || 0) + 1;
@@ -483,8 +515,10 @@ async function fanout(opts, server, workers, runId, cores) {
       await sleep(20);
     }
     await allAcked();
-    const got = await waitDeliveries('w', opts.warmup * N);
-    if (got !== opts.warmup * N) console.log(`warm-up: ${got}/${opts.warmup * N} deliveries`);
+    let warmExpected = 0;
+    for (let i = 0; i < opts.warmup; i += 1) warmExpected += roomSockets[i % R];
+    const got = await waitDeliveries('w', warmExpected);
+    if (got !== warmExpected) console.log(`warm-up: ${got}/${warmExpected} deliveries`);
   }
 
   // measured phase
@@ -518,7 +552,8 @@ async function fanout(opts, server, workers, runId, cores) {
   }
   const lastSend = now();
   await allAcked();
-  const expected = opts.messages * N;
+  let expected = 0;
+  for (let i = 0; i < opts.messages; i += 1) expected += roomSockets[i % R];
   await waitDeliveries('m', expected);
   const reports = await Promise.all(workers.map((w) => w.request({ type: 'report' }, 'report')));
   const cpu = window.end(reports);
@@ -547,17 +582,17 @@ async function fanout(opts, server, workers, runId, cores) {
     for (let k = 0; k < opts.messages; k += 1) perMsg[k] += r.perMsg[k];
     for (const [k, v] of Object.entries(r.disconnects)) disconnects[k] = (disconnects[k] || 0) + v;
   }
-  // A sender's messages should get increasing seqs in the order that socket sent them.
+  // A sender's messages to a room should get increasing seqs in the order that socket sent them.
   let senderInversions = 0;
-  const maxSeqOf = new Float64Array(S);
+  const maxSeqOf = new Float64Array(S * R);
   for (let i = 0; i < opts.messages; i += 1) {
     if (!ackSeq[i]) continue;
-    const k = senderOf[i];
+    const k = senderOf[i] * R + (i % R);
     if (ackSeq[i] < maxSeqOf[k]) senderInversions += 1;
     maxSeqOf[k] = Math.max(maxSeqOf[k], ackSeq[i]);
   }
   let incomplete = 0;
-  for (let k = 0; k < opts.messages; k += 1) if (perMsg[k] !== N) incomplete += 1;
+  for (let k = 0; k < opts.messages; k += 1) if (perMsg[k] !== roomSockets[k % R]) incomplete += 1;
   const l = summary(lat);
   const histogram = new Array(501).fill(0); // 1 ms buckets; the last one is ">= 500 ms"
   for (const v of lat) histogram[Math.min(500, Math.max(0, Math.floor(v)))] += 1;
@@ -578,18 +613,18 @@ async function fanout(opts, server, workers, runId, cores) {
     [l.p99 <= opts.targetP99, `delivery p99 <= ${opts.targetP99} ms (${fmtMs(l.p99)})`],
   ];
   const pass = checks.every(([ok]) => ok);
-  const offered = opts.rate > 0 ? opts.rate * N : NaN;
+  const offered = opts.rate > 0 ? (opts.rate * expected) / opts.messages : NaN;
 
   const lines = [
     '',
-    `== fanout: 1 group room, ${fmtInt(N)} ${opts.client} receiver sockets (${receivers.length} users x ${opts.perUser}), ${S} senders, ` +
+    `== fanout: ${R} group room(s), ${fmtInt(N)} ${opts.client} receiver sockets (${receivers.length} users x ${opts.perUser}), ${S} senders, ` +
       `${opts.messages} messages @ ${opts.rate > 0 ? `${opts.rate} msg/s` : 'closed loop'} ==`,
     `messages sent   ${opts.messages} in ${fmtMs(lastSend - firstSend)} (${(opts.messages * 1000 / Math.max(1, lastSend - firstSend)).toFixed(1)} msg/s achieved)`,
     `deliveries      ${fmtInt(received)} / ${fmtInt(expected)} expected, lost ${fmtInt(lost)}, duplicates ${dups}, ` +
       `messages not reaching every receiver ${incomplete}`,
     `throughput      ${fmtInt(deliveriesPerSec)} deliveries/s over ${fmtMs(spanMs)} (first send -> last delivery)` +
       (Number.isFinite(offered) ? `; offered ${fmtInt(offered)}/s` : ''),
-    `                server fan-out incl. senders' other sockets: ${fmtInt(opts.messages * (N + S - 1))} packets`,
+    `                server fan-out incl. senders' other sockets: ${fmtInt(expected + opts.messages * (S - 1))} packets`,
     `delivery lat.   p50 ${fmtMs(l.p50)}  p90 ${fmtMs(l.p90)}  p99 ${fmtMs(l.p99)}  max ${fmtMs(l.max)}`,
     `ack latency     p50 ${fmtMs(a.p50)}  p99 ${fmtMs(a.p99)}  max ${fmtMs(a.max)}  errors ${JSON.stringify(acks.errors)}`,
     `seq order       ${outOfOrder} deliveries arrived with a lower seq than the previous one on that socket; ` +
@@ -613,6 +648,7 @@ async function fanout(opts, server, workers, runId, cores) {
     result: {
       scenario: 'fanout',
       client: opts.client,
+      rooms: R,
       receivers: N,
       receiverUsers: receivers.length,
       senders: S,
@@ -659,7 +695,7 @@ async function connectScenario(opts, server, workers, runId, cores) {
   await sleep(50);
   const window = cpuWindow(server);
   const conn = await connectVia(workers, server, tokens, {
-    roomId,
+    roomOf: () => roomId,
     messages: 0,
     concurrency: opts.concurrency,
     client: opts.client,
@@ -833,6 +869,7 @@ async function main() {
     process.exit(2);
   }
   if (opts.compare) return compare(argv, opts);
+  if (opts.search) return search(argv, opts);
   const cores = (await import('node:os')).availableParallelism();
   const runId = Date.now().toString(36);
   const nSockets = opts.scenario === 'fanout' ? opts.sockets : opts.scenario === 'persist' ? opts.rooms * 2 : opts.connections;
@@ -886,6 +923,108 @@ async function main() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// --search: the fan-out rate stepped up until it is no longer sustained
+
+/** Runs run.mjs once more with `args` and returns its JSON result (null if it gave none). */
+async function runChild(args) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'bench-run-'));
+  const file = path.join(dir, 'result.json');
+  const code = await new Promise((resolve) => {
+    const child = fork(path.join(HERE, 'run.mjs'), [...args, '--json', file], { stdio: 'inherit' });
+    child.on('exit', (c) => resolve(c));
+  });
+  let out = null;
+  try {
+    out = JSON.parse(readFileSync(file, 'utf8'));
+  } catch {
+    console.log(`(no result: exit code ${code})`);
+  }
+  rmSync(dir, { recursive: true, force: true });
+  return out;
+}
+
+/**
+ * Max sustained deliveries/s: fan-out runs at `--rate`, then × `--search-factor` per step, each
+ * on a freshly started server for `--search-sec` worth of messages, until a step loses or
+ * duplicates a delivery, gets an ack error or a disconnect, or its delivery p99 reaches
+ * `--search-p99`; then two steps halve the last interval (geometrically). The answer is the
+ * best sustained step's deliveries/s.
+ */
+async function search(argv, opts) {
+  const rest = stripArgs(argv, [
+    '--search', '--search-sec', '--search-factor', '--search-p99', '--search-steps',
+    '--rate', '--messages', '--json', '--target-deliveries', '--target-p99',
+  ]);
+  const steps = [];
+  const sustained = (r) =>
+    r && r.lost === 0 && r.dups === 0 && Object.keys(r.ackErrors).length === 0 &&
+    Object.keys(r.disconnects).length === 0 && r.latencyMs.p99 < opts.searchP99;
+  const step = async (rate) => {
+    const messages = Math.max(1, Math.round(rate * opts.searchSec));
+    console.log(`\n######## --search step ${steps.length + 1}: ${rate.toFixed(1)} msg/s, ${messages} messages ########`);
+    const out = await runChild([
+      ...rest, '--rate', String(rate), '--messages', String(messages),
+      '--target-deliveries', '0', '--target-p99', String(opts.searchP99),
+    ]);
+    const r = out?.result;
+    const ok = sustained(r);
+    steps.push({
+      rate,
+      ok,
+      deliveriesPerSec: r?.deliveriesPerSec ?? NaN,
+      p99: r?.latencyMs?.p99 ?? NaN,
+      lost: r?.lost ?? NaN,
+      serverPct: r?.cpu?.serverPct ?? NaN,
+      checks: r?.checks ?? [],
+    });
+    return ok;
+  };
+  let lo = null; // highest sustained rate
+  let hi = null; // lowest rate that was not
+  let rate = opts.rate;
+  for (let i = 0; i < opts.searchSteps; i += 1) {
+    if (await step(rate)) {
+      lo = rate;
+      rate *= opts.searchFactor;
+    } else {
+      hi = rate;
+      break;
+    }
+  }
+  if (lo !== null && hi !== null) {
+    for (let i = 0; i < 2; i += 1) {
+      const mid = Math.sqrt(lo * hi);
+      if (await step(mid)) lo = mid;
+      else hi = mid;
+    }
+  }
+  const best = steps.filter((s) => s.ok).reduce((a, s) => (a && a.deliveriesPerSec >= s.deliveriesPerSec ? a : s), null);
+  const lines = [
+    '',
+    `== search: fanout, ${opts.rooms} room(s), ${fmtInt(opts.sockets)} receivers, p99 < ${opts.searchP99} ms and no loss ==`,
+    '| msg/s | deliveries/s | delivery p99 ms | lost | server CPU % | sustained |',
+    '|---|---|---|---|---|---|',
+    ...steps.map((s) => `| ${s.rate.toFixed(1)} | ${fmtInt(s.deliveriesPerSec)} | ${fmtMs(s.p99)} | ${s.lost} | ${fmtPct(s.serverPct)} | ${s.ok ? 'yes' : 'no'} |`),
+    best
+      ? `max sustained ${fmtInt(best.deliveriesPerSec)} deliveries/s (${best.rate.toFixed(1)} msg/s)` +
+        (hi === null ? `; every step was sustained: raise --search-steps` : '')
+      : `no step was sustained: lower --rate`,
+  ];
+  console.log(lines.join('\n'));
+  const result = {
+    scenario: 'search',
+    maxDeliveriesPerSec: best?.deliveriesPerSec ?? 0,
+    maxRate: best?.rate ?? 0,
+    bounded: hi !== null,
+    steps,
+    checks: [{ ok: best !== null && hi !== null, text: 'found the highest sustained rate' }],
+    cpu: { otherPct: NaN },
+  };
+  if (opts.json) writeFileSync(opts.json, JSON.stringify({ opts, result }, null, 2));
+  process.exit(best ? 0 : 1);
+}
+
+// ---------------------------------------------------------------------------------------------
 // --compare: the same scenario against Switchboard and both references, then the ratios
 
 /** What each scenario's comparison shows: [label, path into the JSON result, unit, higher is better]. */
@@ -905,6 +1044,10 @@ const COMPARE_METRICS = {
     ['KiB per connection', (r) => r.perConnKb, '', false],
     ['server CPU ms/connection', (r) => r.cpu.serverCpuMs / Math.max(1, r.ok), '', false],
   ],
+  search: [
+    ['max sustained deliveries/s', (r) => r.maxDeliveriesPerSec, '', true],
+    ['at msg/s', (r) => r.maxRate, '', true],
+  ],
   persist: [
     ['persisted msg/s', (r) => r.messagesPerSec, '', true],
     ['ack p50 ms', (r) => r.ackMs.p50, '', false],
@@ -915,13 +1058,16 @@ const COMPARE_METRICS = {
   ],
 };
 
+const BOOLEAN_FLAGS = ['--compare', '--search', '--no-room', '--help'];
+
+/** `argv` without the flags in `drop` (and their values). */
 function stripArgs(argv, drop) {
   const out = [];
   for (let i = 0; i < argv.length; i += 1) {
     const a = argv[i];
     const name = a.split('=')[0];
     if (drop.includes(name)) {
-      if (!a.includes('=') && name !== '--compare') i += 1;
+      if (!a.includes('=') && !BOOLEAN_FLAGS.includes(name)) i += 1;
       continue;
     }
     out.push(a);
@@ -949,7 +1095,7 @@ async function compare(argv, opts) {
     }
   }
   rmSync(dir, { recursive: true, force: true });
-  const metrics = COMPARE_METRICS[opts.scenario] ?? [];
+  const metrics = COMPARE_METRICS[opts.search ? 'search' : opts.scenario] ?? [];
   const val = (kind, get) => {
     try {
       return runs[kind] ? get(runs[kind].result) : NaN;

@@ -135,7 +135,10 @@ export async function spawnServer(envOverrides = {}, kind = 'switchboard') {
   let proc = null; // { child, exited, exitPromise }
   /** Starts the binary (again: same port, same database) and waits for it to be healthy. */
   const launch = async () => {
-    const child = spawn(bin, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    // BENCH_SERVER_CPUS pins the server (taskset exec()s it, so the pid is the server's).
+    const pin = process.env.BENCH_SERVER_CPUS;
+    const [cmd, argv] = pin ? ['taskset', ['-c', pin, bin, ...args]] : [bin, args];
+    const child = spawn(cmd, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     const startedAt = Date.now();
     const keep = (chunk) => {
       stderr = (stderr + chunk.toString()).slice(-STDERR_KEEP);

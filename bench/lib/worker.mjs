@@ -8,7 +8,8 @@
 // needs without JSON-parsing each delivery, so the load generator costs less CPU per delivery
 // and more of the 2 cores is left to the server.
 //
-// Parent → worker: { type: 'connect', url, tokens, concurrency, roomId, messages, readyTimeoutMs, client }
+// Parent → worker: { type: 'connect', url, tokens, socketRooms, concurrency, messages, readyTimeoutMs, client }
+//                  (socketRooms[i]: the room socket i must find in its session:ready and is measured in)
 //                  { type: 'arm' } (start CPU accounting and progress reports)
 //                  { type: 'report' }, { type: 'close' }
 // Worker → parent: { type: 'connected', ... }, { type: 'progress', m, w }, { type: 'report', ... }
@@ -22,7 +23,8 @@ const send = (msg) => process.send(msg);
 process.on('disconnect', () => process.exit(0)); // parent gone: never linger
 
 let sockets = [];
-let roomId = '';
+let socketRooms = []; // the bench room of each socket
+let roomSet = new Set(); // every bench room of this worker's sockets
 let M = 0; // measured messages
 let seen = null; // Uint8Array(sockets × M): which message each socket got
 let lastSeq = null; // Int32Array(sockets)
@@ -32,7 +34,7 @@ let perMsg = null; // Uint32Array(M): deliveries per measured message
 let warm = 0;
 let dups = 0;
 let outOfOrder = 0;
-let foreign = 0; // chat:new_message that is not a bench message of our room
+let foreign = 0; // chat:new_message that is not a bench message of our rooms
 let malformed = 0;
 let firstRecv = null;
 let lastRecv = null;
@@ -84,7 +86,7 @@ function onNewMessage(i) {
   return (payload) => {
     const t = now();
     const message = payload && payload.message;
-    if (!message || payload.roomId !== roomId || typeof message.content !== 'string') {
+    if (!message || !roomSet.has(payload.roomId) || typeof message.content !== 'string') {
       foreign += 1;
       return;
     }
@@ -139,7 +141,7 @@ function connectLite(url, token, i, readyTimeoutMs) {
       const s = data.toString();
       if (s.startsWith(NEW_MESSAGE_PREFIX)) {
         // roomId of the envelope and of the message are the same; content and seq from the message
-        if (s.indexOf(roomId, NEW_MESSAGE_PREFIX.length) < 0) {
+        if (!roomSet.has(stringField(s, 'roomId', NEW_MESSAGE_PREFIX.length))) {
           foreign += 1;
           return;
         }
@@ -167,6 +169,7 @@ function connectLite(url, token, i, readyTimeoutMs) {
           } else if (s.startsWith(EVENT_PREFIX)) {
             const [event, payload] = JSON.parse(s.slice(EVENT_PREFIX.length - 1));
             if (event === 'session:ready') {
+              const roomId = socketRooms[i];
               if (roomId && !(payload && Array.isArray(payload.rooms) && payload.rooms.includes(roomId))) {
                 finish('session:ready does not list the bench room');
               } else finish();
@@ -220,6 +223,7 @@ function connectOne(url, token, i, readyTimeoutMs) {
     });
     socket.once('session:ready', (s) => {
       ready = true;
+      const roomId = socketRooms[i];
       if (roomId && !(s && Array.isArray(s.rooms) && s.rooms.includes(roomId))) {
         finish('session:ready does not list the bench room');
       } else if (connected) finish();
@@ -252,7 +256,8 @@ async function connectAll({ url, tokens, concurrency, readyTimeoutMs, client }) 
 process.on('message', async (msg) => {
   switch (msg.type) {
     case 'connect': {
-      roomId = msg.roomId || '';
+      socketRooms = msg.socketRooms ?? [];
+      roomSet = new Set(socketRooms);
       M = msg.messages || 0;
       const r = await connectAll(msg);
       seen = new Uint8Array(Math.max(1, sockets.length * M));
