@@ -254,6 +254,11 @@ async fn open_with(
         .acquire_timeout(acquire_timeout)
         .sqlx_logging(false);
     if let Some(target) = &sqlite_target {
+        // sqlx pings a connection before each checkout, and on SQLite a ping is a round trip to
+        // the connection's worker thread: a thread wake-up each way, for a peer (the library,
+        // in process) that cannot have hung up. Every pooled call paid it, and every group
+        // commit on the writer. PostgreSQL keeps the check: there a server can go away.
+        options.test_before_acquire(false);
         let create = target.create;
         options.map_sqlx_sqlite_opts(move |o| {
             let o = o
