@@ -1077,24 +1077,14 @@ function stripArgs(argv, drop) {
 
 async function compare(argv, opts) {
   const rest = stripArgs(argv, ['--compare', '--server', '--json']);
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'bench-compare-'));
   const runs = {};
   let failed = false;
   for (const kind of SERVER_KINDS) {
-    const file = path.join(dir, `${kind}.json`);
     console.log(`\n######## --server ${kind} ########`);
-    const code = await new Promise((resolve) => {
-      const child = fork(path.join(HERE, 'run.mjs'), [...rest, '--server', kind, '--json', file], { stdio: 'inherit' });
-      child.on('exit', (c) => resolve(c));
-    });
-    try {
-      runs[kind] = JSON.parse(readFileSync(file, 'utf8'));
-    } catch {
-      console.log(`(no result from ${kind}: exit code ${code})`);
-      failed = true;
-    }
+    const out = await runChild([...rest, '--server', kind]);
+    if (out) runs[kind] = out;
+    else failed = true;
   }
-  rmSync(dir, { recursive: true, force: true });
   const metrics = COMPARE_METRICS[opts.search ? 'search' : opts.scenario] ?? [];
   const val = (kind, get) => {
     try {
