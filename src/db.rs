@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement,
 };
 
 /// Any constant shared by every node: the key of the PostgreSQL advisory lock that lets one
@@ -317,14 +317,15 @@ pub fn json_rows(
     sqlite: &str,
     postgres: &str,
     rows: &impl serde::Serialize,
-) -> Statement {
+) -> Result<Statement, DbErr> {
     let sql = match backend {
         DbBackend::Postgres => postgres,
         _ => sqlite,
     };
-    // Rows of strings, integers, booleans and options always serialise.
-    let json = serde_json::to_string(rows).unwrap_or_else(|_| "[]".to_owned());
-    Statement::from_sql_and_values(backend, sql, [json.into()])
+    // Never an empty array in its place: that would store nothing and report success.
+    let json = serde_json::to_string(rows)
+        .map_err(|e| DbErr::Custom(format!("encoding a batch as JSON: {e}")))?;
+    Ok(Statement::from_sql_and_values(backend, sql, [json.into()]))
 }
 
 #[cfg(test)]

@@ -154,7 +154,7 @@ pub async fn append(tx: &impl ConnectionTrait, events: &mut [Event]) -> Result<(
         INSERT_EVENTS_SQLITE,
         INSERT_EVENTS_POSTGRES,
         &rows,
-    ))
+    )?)
     .await?;
     let targets: Vec<(&str, i64)> = events
         .iter()
@@ -173,7 +173,7 @@ pub async fn append(tx: &impl ConnectionTrait, events: &mut [Event]) -> Result<(
             INSERT_TARGETS_SQLITE,
             INSERT_TARGETS_POSTGRES,
             &targets,
-        ))
+        )?)
         .await?;
     }
     Ok(())

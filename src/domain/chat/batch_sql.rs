@@ -16,7 +16,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use entity::message;
-use sea_orm::{DatabaseBackend, Statement};
+use sea_orm::{DatabaseBackend, DbErr, Statement};
 
 use crate::db::json_rows;
 
@@ -85,17 +85,17 @@ type MessageRow<'a> = (
 );
 
 /// The stored messages with these `(room_id, user_id, client_message_id)` keys.
-pub fn lookup(backend: DatabaseBackend, keys: &[(&str, &str, &str)]) -> Statement {
+pub fn lookup(backend: DatabaseBackend, keys: &[(&str, &str, &str)]) -> Result<Statement, DbErr> {
     json_rows(backend, LOOKUP_SQLITE, LOOKUP_POSTGRES, &keys)
 }
 
 /// PostgreSQL's row locks on these rooms, in id order.
-pub fn lock_rooms(rooms: &[(&str, i64)]) -> Statement {
+pub fn lock_rooms(rooms: &[(&str, i64)]) -> Result<Statement, DbErr> {
     json_rows(DatabaseBackend::Postgres, "", LOCK_ROOMS_POSTGRES, &rooms)
 }
 
 /// Adds `n` to each room's counter; returns `(id, last_seq)` rows.
-pub fn bump(backend: DatabaseBackend, rooms: &[(&str, i64)]) -> Statement {
+pub fn bump(backend: DatabaseBackend, rooms: &[(&str, i64)]) -> Result<Statement, DbErr> {
     json_rows(backend, BUMP_SQLITE, BUMP_POSTGRES, &rooms)
 }
 
@@ -103,7 +103,7 @@ pub fn bump(backend: DatabaseBackend, rooms: &[(&str, i64)]) -> Statement {
 pub fn insert<'a>(
     backend: DatabaseBackend,
     rows: impl Iterator<Item = &'a message::Model>,
-) -> Statement {
+) -> Result<Statement, DbErr> {
     let rows: Vec<MessageRow<'_>> = rows
         .map(|m| {
             (
@@ -126,7 +126,10 @@ pub fn insert<'a>(
 }
 
 /// Moves each `(room_id, user_id, seq)` member's read and delivered watermarks up to `seq`.
-pub fn watermarks(backend: DatabaseBackend, marks: &[(&str, &str, i64)]) -> Statement {
+pub fn watermarks(
+    backend: DatabaseBackend,
+    marks: &[(&str, &str, i64)],
+) -> Result<Statement, DbErr> {
     json_rows(backend, WATERMARKS_SQLITE, WATERMARKS_POSTGRES, &marks)
 }
 

@@ -380,7 +380,7 @@ pub async fn insert_batch(
         .collect();
     if !keyed.is_empty() {
         let keys: Vec<(&str, &str, &str)> = keyed.iter().map(|&i| client_key(&rows[i])).collect();
-        let existing = message::Model::find_by_statement(batch_sql::lookup(backend, &keys))
+        let existing = message::Model::find_by_statement(batch_sql::lookup(backend, &keys)?)
             .all(tx)
             .await?;
         // Earlier in the queue wins among the batch's own duplicates too.
@@ -409,9 +409,9 @@ pub async fn insert_batch(
     if !per_room.is_empty() {
         let counts: Vec<(&str, i64)> = per_room.iter().map(|(r, n)| (*r, *n)).collect();
         if backend == DatabaseBackend::Postgres {
-            tx.query_all_raw(batch_sql::lock_rooms(&counts)).await?;
+            tx.query_all_raw(batch_sql::lock_rooms(&counts)?).await?;
         }
-        for row in tx.query_all_raw(batch_sql::bump(backend, &counts)).await? {
+        for row in tx.query_all_raw(batch_sql::bump(backend, &counts)?).await? {
             let id: String = row.try_get_by_index(0)?;
             let last: i64 = row.try_get_by_index(1)?;
             let n = per_room.get(id.as_str()).copied().unwrap_or_default();
@@ -435,8 +435,11 @@ pub async fn insert_batch(
 
     // 3. The rows, in one statement.
     if !stored.is_empty() {
-        tx.execute_raw(batch_sql::insert(backend, stored.iter().map(|&i| &rows[i])))
-            .await?;
+        tx.execute_raw(batch_sql::insert(
+            backend,
+            stored.iter().map(|&i| &rows[i]),
+        )?)
+        .await?;
 
         // 4. Each sender's watermarks, to their last message of the batch.
         let mut last_of: std::collections::BTreeMap<(&str, &str), i64> =
@@ -451,7 +454,7 @@ pub async fn insert_batch(
             .into_iter()
             .map(|((room, user), seq)| (room, user, seq))
             .collect();
-        tx.execute_raw(batch_sql::watermarks(backend, &marks))
+        tx.execute_raw(batch_sql::watermarks(backend, &marks)?)
             .await?;
     }
 
