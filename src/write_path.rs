@@ -20,7 +20,7 @@
 //! Chat messages, the one write that comes in thousands per second, are group-committed
 //! ([`WritePath::insert_message`]): each insert joins a queue, and whoever gets the turn next
 //! drains the whole queue (up to [`MAX_BATCH`]) into one transaction of a few statements
-//! ([`crate::domain::chat::insert_batch`]), while the messages that arrive meanwhile
+//! ([`crate::domain::chat::prepare_batch`]), while the messages that arrive meanwhile
 //! queue for the next one. A commit costs about the same for one message as for a hundred, so
 //! under load the cost per message falls instead of the queue growing. Each caller still gets
 //! its answer only after the transaction holding its message committed. A caller that gave up
@@ -46,11 +46,12 @@ use std::sync::{Arc, Mutex};
 
 use entity::message;
 use sea_orm::{
-    DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, TransactionError, TransactionTrait,
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, TransactionError,
+    TransactionTrait,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use crate::domain::chat::{Inserted, insert_batch};
+use crate::domain::chat::{Inserted, PreparedBatch, prepare_batch};
 use crate::pipeline::{Event, journal};
 
 /// Builds the event that announces a stored message (`None`: nothing to announce). Shared, so
@@ -234,7 +235,10 @@ impl WritePath {
     async fn commit_rows(&self, jobs: &[Job]) -> Result<Vec<Result<Committed, DbErr>>, DbErr> {
         let rows: Vec<message::Model> = jobs.iter().map(|j| j.row.clone()).collect();
         let tx = self.db.begin().await?;
-        let results = insert_batch(&tx, rows).await?;
+        let PreparedBatch {
+            results,
+            mut statements,
+        } = prepare_batch(&tx, rows).await?;
         // The announcements in job order, and which jobs have one.
         let mut events = Vec::new();
         let announced: Vec<bool> = jobs
@@ -250,8 +254,14 @@ impl WritePath {
                 some
             })
             .collect();
-        // Last, so that on PostgreSQL the journal head's row lock is held only for the commit.
-        journal::append(&tx, &mut events).await?;
+        // The journal last, so that on PostgreSQL its head's row lock is held only for the
+        // commit; on SQLite the rows, the watermarks and the journal go in one script.
+        statements.extend(journal::append_statements(
+            tx.get_database_backend(),
+            &events,
+        )?);
+        let rows = crate::db::run_all(&tx, statements).await?;
+        journal::assign_ids(&mut events, &rows)?;
         tx.commit().await?;
         let mut events = events.into_iter();
         Ok(results

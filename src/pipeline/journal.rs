@@ -17,20 +17,32 @@ use serde_json::value::RawValue;
 use super::model::{Cursor, Event, FeedScope, Kind};
 use crate::error::AppError;
 
+/// Moves the head by the number of events appended; its `RETURNING` row is the only one an
+/// append produces, and gives the batch's last id.
+const BUMP_HEAD_SQLITE: &str =
+    "UPDATE event_head SET last_id = last_id + ? WHERE id = 1 RETURNING last_id";
+const BUMP_HEAD_POSTGRES: &str =
+    "UPDATE event_head SET last_id = last_id + $1 WHERE id = 1 RETURNING last_id";
 /// The appended events, in [`EventRow`]'s column order, as one JSON parameter
-/// ([`crate::db::json_rows`]).
+/// ([`crate::db::json_rows`]). Each row carries how far before the head's new last id its id
+/// is, so the ids are computed in SQL after the head moved, in the same script.
 const INSERT_EVENTS_SQLITE: &str = "INSERT INTO events (id, kind, event, payload, except_rooms, \
-     feed_actor, feed_public, created_at) SELECT value ->> 0, value ->> 1, value ->> 2, \
-     value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7 FROM json_each(?)";
+     feed_actor, feed_public, created_at) \
+     SELECT (SELECT last_id FROM event_head WHERE id = 1) - (value ->> 0), value ->> 1, \
+     value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7 \
+     FROM json_each(?)";
 const INSERT_EVENTS_POSTGRES: &str = "INSERT INTO events (id, kind, event, payload, \
-     except_rooms, feed_actor, feed_public, created_at) SELECT (value ->> 0)::bigint, \
+     except_rooms, feed_actor, feed_public, created_at) \
+     SELECT (SELECT last_id FROM event_head WHERE id = 1) - (value ->> 0)::bigint, \
      value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, (value ->> 6)::boolean, \
      (value ->> 7)::bigint FROM json_array_elements($1::json) AS j(value)";
-/// Each event's Socket.IO rooms, as `[target, event_id]` rows.
+/// Each event's Socket.IO rooms, as `[target, distance from the last id]` rows.
 const INSERT_TARGETS_SQLITE: &str = "INSERT INTO event_targets (target, event_id) \
-     SELECT value ->> 0, value ->> 1 FROM json_each(?)";
+     SELECT value ->> 0, (SELECT last_id FROM event_head WHERE id = 1) - (value ->> 1) \
+     FROM json_each(?)";
 const INSERT_TARGETS_POSTGRES: &str = "INSERT INTO event_targets (target, event_id) \
-     SELECT value ->> 0, (value ->> 1)::bigint FROM json_array_elements($1::json) AS j(value)";
+     SELECT value ->> 0, (SELECT last_id FROM event_head WHERE id = 1) - (value ->> 1)::bigint \
+     FROM json_array_elements($1::json) AS j(value)";
 
 /// One event as [`INSERT_EVENTS_SQLITE`] reads it; a tuple serialises as a JSON array.
 type EventRow<'a> = (
@@ -114,30 +126,28 @@ pub async fn head(db: &impl ConnectionTrait) -> Result<(u64, String), DbErr> {
 /// transaction: the `event_head` row lock (PostgreSQL) or the single writer (SQLite) makes an
 /// id visible only once every smaller one is.
 pub async fn append(tx: &impl ConnectionTrait, events: &mut [Event]) -> Result<(), DbErr> {
+    let statements = append_statements(tx.get_database_backend(), events)?;
+    let rows = crate::db::run_all(tx, statements).await?;
+    assign_ids(events, &rows)
+}
+
+/// The statements of [`append`], for a caller that runs them with statements of its own in one
+/// script ([`crate::db::run_all`]), then hands the rows to [`assign_ids`]. They must run in
+/// this order, last in the transaction: on PostgreSQL the head's row lock is then held only
+/// until the commit. None for no events.
+pub fn append_statements(backend: DbBackend, events: &[Event]) -> Result<Vec<Statement>, DbErr> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let backend = tx.get_database_backend();
-    let n = events.len() as i64;
-    let row = tx
-        .query_one_raw(stmt(
-            backend,
-            "UPDATE event_head SET last_id = last_id + $1 WHERE id = 1 RETURNING last_id",
-            vec![Value::BigInt(Some(n))],
-        ))
-        .await?
-        .ok_or_else(|| DbErr::RecordNotFound("event_head".into()))?;
-    let last = get_u64(&row, "last_id")?;
-    let first = last + 1 - events.len() as u64;
+    let n = events.len();
+    let before_last = |i: usize| db_i64((n - 1 - i) as u64);
     let now = chrono::Utc::now().timestamp_millis();
-    for (i, event) in events.iter_mut().enumerate() {
-        event.id = Some(first + i as u64);
-    }
     let rows: Vec<EventRow<'_>> = events
         .iter()
-        .map(|e| {
+        .enumerate()
+        .map(|(i, e)| {
             (
-                e.id.map_or(0, db_i64),
+                before_last(i),
                 e.kind.map(Kind::as_str).unwrap_or("chat"),
                 &*e.name,
                 e.payload.get(),
@@ -149,32 +159,54 @@ pub async fn append(tx: &impl ConnectionTrait, events: &mut [Event]) -> Result<(
             )
         })
         .collect();
-    tx.execute_raw(crate::db::json_rows(
-        backend,
-        INSERT_EVENTS_SQLITE,
-        INSERT_EVENTS_POSTGRES,
-        &rows,
-    )?)
-    .await?;
     let targets: Vec<(&str, i64)> = events
         .iter()
-        .filter(|e| e.kind != Some(Kind::Feed))
-        .flat_map(|e| {
-            let id = e.id.map_or(0, db_i64);
+        .enumerate()
+        .filter(|(_, e)| e.kind != Some(Kind::Feed))
+        .flat_map(|(i, e)| {
             let mut seen: Vec<&str> = e.targets.iter().map(String::as_str).collect();
             seen.sort_unstable();
             seen.dedup();
-            seen.into_iter().map(move |t| (t, id))
+            seen.into_iter().map(move |t| (t, before_last(i)))
         })
         .collect();
+    let head = match backend {
+        DbBackend::Postgres => BUMP_HEAD_POSTGRES,
+        _ => BUMP_HEAD_SQLITE,
+    };
+    let mut statements = vec![
+        Statement::from_sql_and_values(backend, head, [Value::BigInt(Some(db_i64(n as u64)))]),
+        crate::db::json_rows(backend, INSERT_EVENTS_SQLITE, INSERT_EVENTS_POSTGRES, &rows)?,
+    ];
     if !targets.is_empty() {
-        tx.execute_raw(crate::db::json_rows(
+        statements.push(crate::db::json_rows(
             backend,
             INSERT_TARGETS_SQLITE,
             INSERT_TARGETS_POSTGRES,
             &targets,
-        )?)
-        .await?;
+        )?);
+    }
+    Ok(statements)
+}
+
+/// Sets the ids of events stored by [`append_statements`] from `rows`, what the script that
+/// ran them returned (the head's new last id must be its only row).
+pub fn assign_ids(events: &mut [Event], rows: &[QueryResult]) -> Result<(), DbErr> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let [row] = rows else {
+        return Err(DbErr::Custom(format!(
+            "appending events returned {} rows, expected the journal head",
+            rows.len()
+        )));
+    };
+    let last = get_u64(row, "last_id")?;
+    let first = (last + 1).checked_sub(events.len() as u64).ok_or_else(|| {
+        DbErr::Custom(format!("journal head {last} is below the events appended"))
+    })?;
+    for (i, event) in events.iter_mut().enumerate() {
+        event.id = Some(first + i as u64);
     }
     Ok(())
 }

@@ -349,25 +349,49 @@ pub enum Inserted {
     Duplicate(message::Model),
 }
 
-/// Inserts a batch of new messages in the caller's transaction, in queue order, with a constant
-/// number of statements whatever the batch size (on SQLite each statement is a hop to sqlx's
-/// worker thread, which costs more than the work), each of fixed text ([`batch_sql`]):
+/// Inserts a batch of new messages in the caller's transaction: [`prepare_batch`], then its
+/// statements.
+pub async fn insert_batch(
+    tx: &DatabaseTransaction,
+    rows: Vec<message::Model>,
+) -> Result<Vec<Result<Inserted, sea_orm::DbErr>>, sea_orm::DbErr> {
+    let batch = prepare_batch(tx, rows).await?;
+    crate::db::run_all(tx, batch.statements).await?;
+    Ok(batch.results)
+}
+
+/// A batch whose seqs are taken: what each message became once `statements` run.
+#[derive(Debug)]
+pub struct PreparedBatch {
+    /// In queue order; `Stored` rows carry their seq.
+    pub results: Vec<Result<Inserted, sea_orm::DbErr>>,
+    /// The writes left (insert and watermarks), to run in this order before the commit; they
+    /// return no rows, so a caller can run them with its own in one script
+    /// ([`crate::db::run_all`]).
+    pub statements: Vec<Statement>,
+}
+
+/// Takes the seqs of a batch of new messages in the caller's transaction, in queue order, and
+/// returns the statements that store them. A constant number of statements whatever the batch
+/// size (on SQLite each statement run on its own is a hand-off to sqlx's worker thread, which
+/// costs more than the work), each of fixed text ([`batch_sql`]):
 ///
 /// 1. one lookup of the batch's client message ids already stored (retries);
 /// 2. one `UPDATE rooms … RETURNING` taking `n` seqs per room at once (on PostgreSQL preceded
 ///    by a `SELECT … ORDER BY id FOR UPDATE`, so concurrent batches of several nodes lock rooms
 ///    in the same order and cannot deadlock); the messages of one room get consecutive seqs in
 ///    queue order, so they stay gapless and in each sender's order;
-/// 3. one multi-row `INSERT` (its full-text trigger included);
-/// 4. one `UPDATE room_members … FROM` moving each sender's watermarks to their last message
-///    (the sender has obviously seen everything up to it).
+///
+/// and, returned to run: one multi-row `INSERT` (its full-text trigger included), and one
+/// `UPDATE room_members … FROM` moving each sender's watermarks to their last message (the
+/// sender has obviously seen everything up to it).
 ///
 /// An error fails the whole batch (the caller retries one message per transaction); a missing
 /// room fails only its own messages, with `RecordNotFound`.
-pub async fn insert_batch(
+pub async fn prepare_batch(
     tx: &DatabaseTransaction,
     mut rows: Vec<message::Model>,
-) -> Result<Vec<Result<Inserted, sea_orm::DbErr>>, sea_orm::DbErr> {
+) -> Result<PreparedBatch, sea_orm::DbErr> {
     let backend = tx.get_database_backend();
     let mut results: Vec<Option<Result<Inserted, sea_orm::DbErr>>> =
         rows.iter().map(|_| None).collect();
@@ -434,12 +458,12 @@ pub async fn insert_batch(
     }
 
     // 3. The rows, in one statement.
+    let mut statements = Vec::new();
     if !stored.is_empty() {
-        tx.execute_raw(batch_sql::insert(
+        statements.push(batch_sql::insert(
             backend,
             stored.iter().map(|&i| &rows[i]),
-        )?)
-        .await?;
+        )?);
 
         // 4. Each sender's watermarks, to their last message of the batch.
         let mut last_of: std::collections::BTreeMap<(&str, &str), i64> =
@@ -454,8 +478,7 @@ pub async fn insert_batch(
             .into_iter()
             .map(|((room, user), seq)| (room, user, seq))
             .collect();
-        tx.execute_raw(batch_sql::watermarks(backend, &marks)?)
-            .await?;
+        statements.push(batch_sql::watermarks(backend, &marks)?);
     }
 
     // Duplicates inside the batch answer with their first occurrence, now stored.
@@ -467,11 +490,15 @@ pub async fn insert_batch(
             });
         }
     }
-    Ok(results
+    let results = results
         .into_iter()
         .zip(rows)
         .map(|(result, row)| result.unwrap_or(Ok(Inserted::Stored(row))))
-        .collect())
+        .collect();
+    Ok(PreparedBatch {
+        results,
+        statements,
+    })
 }
 
 /// The idempotency key of a message with a client message id.

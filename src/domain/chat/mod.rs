@@ -21,7 +21,9 @@ use sea_orm::{
 };
 
 pub use content::sanitize;
-pub use messages::{History, HistoryQuery, Inserted, NewMessage, Sent, insert_batch};
+pub use messages::{
+    History, HistoryQuery, Inserted, NewMessage, PreparedBatch, Sent, insert_batch, prepare_batch,
+};
 pub use model::{Member, Message, MessageType, Room, RoomChange, RoomType};
 pub use receipts::{MemberReceipt, MessageStatus, ReceiptPage, Watermark};
 pub use rooms::{CreatedRoom, MemberChange, MemberPage, NewRoom, RoomPage, group_invite};
