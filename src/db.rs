@@ -323,10 +323,17 @@ pub fn json_rows(
         DbBackend::Postgres => postgres,
         _ => sqlite,
     };
+    Ok(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [json_param(rows)?.into()],
+    ))
+}
+
+/// Rows as the one JSON array parameter of a [`json_rows`] statement.
+pub fn json_param(rows: &impl serde::Serialize) -> Result<String, DbErr> {
     // Never an empty array in its place: that would store nothing and report success.
-    let json = serde_json::to_string(rows)
-        .map_err(|e| DbErr::Custom(format!("encoding a batch as JSON: {e}")))?;
-    Ok(Statement::from_sql_and_values(backend, sql, [json.into()]))
+    serde_json::to_string(rows).map_err(|e| DbErr::Custom(format!("encoding a batch as JSON: {e}")))
 }
 
 /// Runs `statements` in order on `conn` (in the caller's transaction) and returns every row

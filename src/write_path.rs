@@ -20,7 +20,8 @@
 //! Chat messages, the one write that comes in thousands per second, are group-committed
 //! ([`WritePath::insert_message`]): each insert joins a queue, and whoever gets the turn next
 //! drains the whole queue (up to [`MAX_BATCH`]) into one transaction of a few statements
-//! ([`crate::domain::chat::prepare_batch`]), while the messages that arrive meanwhile
+//! ([`crate::domain::chat::prepare_batch`]; the writes after the seqs are taken go in one call:
+//! a script on SQLite, one statement on PostgreSQL), while the messages that arrive meanwhile
 //! queue for the next one. A commit costs about the same for one message as for a hundred, so
 //! under load the cost per message falls instead of the queue growing. Each caller still gets
 //! its answer only after the transaction holding its message committed. A caller that gave up
@@ -51,7 +52,7 @@ use sea_orm::{
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use crate::domain::chat::{Inserted, PreparedBatch, prepare_batch};
+use crate::domain::chat::{Inserted, batch_sql, prepare_batch};
 use crate::pipeline::{Event, journal};
 
 /// Builds the event that announces a stored message (`None`: nothing to announce). Shared, so
@@ -235,15 +236,12 @@ impl WritePath {
     async fn commit_rows(&self, jobs: &[Job]) -> Result<Vec<Result<Committed, DbErr>>, DbErr> {
         let rows: Vec<message::Model> = jobs.iter().map(|j| j.row.clone()).collect();
         let tx = self.db.begin().await?;
-        let PreparedBatch {
-            results,
-            mut statements,
-        } = prepare_batch(&tx, rows).await?;
+        let mut batch = prepare_batch(&tx, rows).await?;
         // The announcements in job order, and which jobs have one.
         let mut events = Vec::new();
         let announced: Vec<bool> = jobs
             .iter()
-            .zip(&results)
+            .zip(&batch.results)
             .map(|(job, result)| {
                 let event = match (&job.announce, result) {
                     (Some(announce), Ok(Inserted::Stored(row))) => announce(row),
@@ -254,17 +252,33 @@ impl WritePath {
                 some
             })
             .collect();
-        // The journal last, so that on PostgreSQL its head's row lock is held only for the
-        // commit; on SQLite the rows, the watermarks and the journal go in one script.
-        statements.extend(journal::append_statements(
-            tx.get_database_backend(),
-            &events,
-        )?);
-        let rows = crate::db::run_all(&tx, statements).await?;
-        journal::assign_ids(&mut events, &rows)?;
+        // The rows, the watermarks and the journal in one call: a script on SQLite, one
+        // statement on PostgreSQL. The journal last, so that on PostgreSQL its head's row lock
+        // is held only for the commit.
+        let backend = tx.get_database_backend();
+        if batch.messages.is_some() || !events.is_empty() {
+            let rows = match backend {
+                DbBackend::Postgres => {
+                    let append = journal::AppendRows::new(&events)?;
+                    let commit = batch_sql::commit_postgres(
+                        batch.messages.take(),
+                        batch.watermarks.take(),
+                        append,
+                    );
+                    tx.query_all_raw(commit).await?
+                }
+                _ => {
+                    let mut statements = batch.take_statements(backend);
+                    statements.extend(journal::append_statements(backend, &events)?);
+                    crate::db::run_all(&tx, statements).await?
+                }
+            };
+            journal::assign_ids(&mut events, &rows)?;
+        }
         tx.commit().await?;
         let mut events = events.into_iter();
-        Ok(results
+        Ok(batch
+            .results
             .into_iter()
             .zip(announced)
             .map(|(result, announced)| {

@@ -17,6 +17,14 @@ use serde_json::value::RawValue;
 use super::model::{Cursor, Event, FeedScope, Kind};
 use crate::error::AppError;
 
+/// The head's last id, read after the head moved in the same transaction: what appended
+/// events compute their ids from. A macro so the texts below can be `concat!`ed.
+macro_rules! head_last_id {
+    () => {
+        "(SELECT last_id FROM event_head WHERE id = 1)"
+    };
+}
+
 /// Moves the head by the number of events appended; its `RETURNING` row is the only one an
 /// append produces, and gives the batch's last id.
 const BUMP_HEAD_SQLITE: &str =
@@ -26,23 +34,32 @@ const BUMP_HEAD_POSTGRES: &str =
 /// The appended events, in [`EventRow`]'s column order, as one JSON parameter
 /// ([`crate::db::json_rows`]). Each row carries how far before the head's new last id its id
 /// is, so the ids are computed in SQL after the head moved, in the same script.
-const INSERT_EVENTS_SQLITE: &str = "INSERT INTO events (id, kind, event, payload, except_rooms, \
-     feed_actor, feed_public, created_at) \
-     SELECT (SELECT last_id FROM event_head WHERE id = 1) - (value ->> 0), value ->> 1, \
-     value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7 \
-     FROM json_each(?)";
-const INSERT_EVENTS_POSTGRES: &str = "INSERT INTO events (id, kind, event, payload, \
-     except_rooms, feed_actor, feed_public, created_at) \
-     SELECT (SELECT last_id FROM event_head WHERE id = 1) - (value ->> 0)::bigint, \
-     value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, (value ->> 6)::boolean, \
-     (value ->> 7)::bigint FROM json_array_elements($1::json) AS j(value)";
+const INSERT_EVENTS_SQLITE: &str = concat!(
+    "INSERT INTO events (id, kind, event, payload, except_rooms, feed_actor, feed_public, \
+     created_at) SELECT ",
+    head_last_id!(),
+    " - (value ->> 0), value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+     value ->> 6, value ->> 7 FROM json_each(?)"
+);
+const INSERT_EVENTS_POSTGRES: &str = concat!(
+    "INSERT INTO events (id, kind, event, payload, except_rooms, feed_actor, feed_public, \
+     created_at) SELECT ",
+    head_last_id!(),
+    " - (value ->> 0)::bigint, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
+     value ->> 5, (value ->> 6)::boolean, (value ->> 7)::bigint \
+     FROM json_array_elements($1::json) AS j(value)"
+);
 /// Each event's Socket.IO rooms, as `[target, distance from the last id]` rows.
-const INSERT_TARGETS_SQLITE: &str = "INSERT INTO event_targets (target, event_id) \
-     SELECT value ->> 0, (SELECT last_id FROM event_head WHERE id = 1) - (value ->> 1) \
-     FROM json_each(?)";
-const INSERT_TARGETS_POSTGRES: &str = "INSERT INTO event_targets (target, event_id) \
-     SELECT value ->> 0, (SELECT last_id FROM event_head WHERE id = 1) - (value ->> 1)::bigint \
-     FROM json_array_elements($1::json) AS j(value)";
+const INSERT_TARGETS_SQLITE: &str = concat!(
+    "INSERT INTO event_targets (target, event_id) SELECT value ->> 0, ",
+    head_last_id!(),
+    " - (value ->> 1) FROM json_each(?)"
+);
+const INSERT_TARGETS_POSTGRES: &str = concat!(
+    "INSERT INTO event_targets (target, event_id) SELECT value ->> 0, ",
+    head_last_id!(),
+    " - (value ->> 1)::bigint FROM json_array_elements($1::json) AS j(value)"
+);
 
 /// One event as [`INSERT_EVENTS_SQLITE`] reads it; a tuple serialises as a JSON array.
 type EventRow<'a> = (
@@ -139,54 +156,93 @@ pub fn append_statements(backend: DbBackend, events: &[Event]) -> Result<Vec<Sta
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let n = events.len();
-    let before_last = |i: usize| db_i64((n - 1 - i) as u64);
-    let now = chrono::Utc::now().timestamp_millis();
-    let rows: Vec<EventRow<'_>> = events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            (
-                before_last(i),
-                e.kind.map(Kind::as_str).unwrap_or("chat"),
-                &*e.name,
-                e.payload.get(),
-                (!e.except.is_empty())
-                    .then(|| serde_json::to_string(&e.except).unwrap_or_default()),
-                e.feed.as_ref().map(|f| f.actor.as_str()),
-                e.feed.as_ref().is_some_and(|f| f.public),
-                now,
-            )
-        })
-        .collect();
-    let targets: Vec<(&str, i64)> = events
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.kind != Some(Kind::Feed))
-        .flat_map(|(i, e)| {
-            let mut seen: Vec<&str> = e.targets.iter().map(String::as_str).collect();
-            seen.sort_unstable();
-            seen.dedup();
-            seen.into_iter().map(move |t| (t, before_last(i)))
-        })
-        .collect();
-    let head = match backend {
-        DbBackend::Postgres => BUMP_HEAD_POSTGRES,
-        _ => BUMP_HEAD_SQLITE,
-    };
-    let mut statements = vec![
-        Statement::from_sql_and_values(backend, head, [Value::BigInt(Some(db_i64(n as u64)))]),
-        crate::db::json_rows(backend, INSERT_EVENTS_SQLITE, INSERT_EVENTS_POSTGRES, &rows)?,
-    ];
-    if !targets.is_empty() {
-        statements.push(crate::db::json_rows(
-            backend,
-            INSERT_TARGETS_SQLITE,
+    let rows = AppendRows::new(events)?;
+    let (head, insert, targets) = match backend {
+        DbBackend::Postgres => (
+            BUMP_HEAD_POSTGRES,
+            INSERT_EVENTS_POSTGRES,
             INSERT_TARGETS_POSTGRES,
-            &targets,
-        )?);
+        ),
+        _ => (
+            BUMP_HEAD_SQLITE,
+            INSERT_EVENTS_SQLITE,
+            INSERT_TARGETS_SQLITE,
+        ),
+    };
+    let one = |sql: &str, value: Value| Statement::from_sql_and_values(backend, sql, [value]);
+    let mut statements = vec![
+        one(head, Value::BigInt(Some(rows.count))),
+        one(insert, rows.events.into()),
+    ];
+    if rows.targets != "[]" {
+        statements.push(one(targets, rows.targets.into()));
     }
     Ok(statements)
+}
+
+/// An append as the values its statements bind: the number of events, the events and their
+/// targets as JSON arrays (see [`crate::db::json_param`]).
+pub struct AppendRows {
+    pub count: i64,
+    pub events: String,
+    pub targets: String,
+}
+
+impl AppendRows {
+    pub fn new(events: &[Event]) -> Result<Self, DbErr> {
+        let n = events.len();
+        let before_last = |i: usize| db_i64((n - 1 - i) as u64);
+        let now = chrono::Utc::now().timestamp_millis();
+        let rows: Vec<EventRow<'_>> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                (
+                    before_last(i),
+                    e.kind.map(Kind::as_str).unwrap_or("chat"),
+                    &*e.name,
+                    e.payload.get(),
+                    (!e.except.is_empty())
+                        .then(|| serde_json::to_string(&e.except).unwrap_or_default()),
+                    e.feed.as_ref().map(|f| f.actor.as_str()),
+                    e.feed.as_ref().is_some_and(|f| f.public),
+                    now,
+                )
+            })
+            .collect();
+        let targets: Vec<(&str, i64)> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.kind != Some(Kind::Feed))
+            .flat_map(|(i, e)| {
+                let mut seen: Vec<&str> = e.targets.iter().map(String::as_str).collect();
+                seen.sort_unstable();
+                seen.dedup();
+                seen.into_iter().map(move |t| (t, before_last(i)))
+            })
+            .collect();
+        Ok(Self {
+            count: db_i64(n as u64),
+            events: crate::db::json_param(&rows)?,
+            targets: crate::db::json_param(&targets)?,
+        })
+    }
+}
+
+/// On PostgreSQL, an append as data-modifying `WITH` queries for a caller's single statement:
+/// `head` (moves the head, `RETURNING last_id`), then the events and their targets taking their
+/// ids from it, binding `$first` (the count), `$first + 1` (events) and `$first + 2` (targets)
+/// in [`AppendRows`]' order. Sibling `WITH` queries all see the statement's starting snapshot,
+/// so the ids are read from `head`'s `RETURNING` row rather than from the table.
+pub fn append_ctes_postgres(first: usize) -> String {
+    let param = |sql: &str, n: usize| sql.replace("$1", &format!("${n}"));
+    let from_head = |sql: &str| sql.replace(head_last_id!(), "(SELECT last_id FROM head)");
+    format!(
+        "head AS ({}), appended AS ({}), targeted AS ({})",
+        param(BUMP_HEAD_POSTGRES, first),
+        param(&from_head(INSERT_EVENTS_POSTGRES), first + 1),
+        param(&from_head(INSERT_TARGETS_POSTGRES), first + 2),
+    )
 }
 
 /// Sets the ids of events stored by [`append_statements`] from `rows`, what the script that

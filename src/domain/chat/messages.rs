@@ -355,20 +355,38 @@ pub async fn insert_batch(
     tx: &DatabaseTransaction,
     rows: Vec<message::Model>,
 ) -> Result<Vec<Result<Inserted, sea_orm::DbErr>>, sea_orm::DbErr> {
-    let batch = prepare_batch(tx, rows).await?;
-    crate::db::run_all(tx, batch.statements).await?;
+    let mut batch = prepare_batch(tx, rows).await?;
+    crate::db::run_all(tx, batch.take_statements(tx.get_database_backend())).await?;
     Ok(batch.results)
 }
 
-/// A batch whose seqs are taken: what each message became once `statements` run.
+/// A batch whose seqs are taken: what each message became once its writes run.
 #[derive(Debug)]
 pub struct PreparedBatch {
     /// In queue order; `Stored` rows carry their seq.
     pub results: Vec<Result<Inserted, sea_orm::DbErr>>,
-    /// The writes left (insert and watermarks), to run in this order before the commit; they
-    /// return no rows, so a caller can run them with its own in one script
-    /// ([`crate::db::run_all`]).
-    pub statements: Vec<Statement>,
+    /// The stored rows as [`batch_sql::insert`] binds them; `None` when none is new.
+    pub messages: Option<String>,
+    /// The senders' watermarks as [`batch_sql::watermarks`] binds them.
+    pub watermarks: Option<String>,
+}
+
+impl PreparedBatch {
+    /// The writes left (insert, then watermarks), taken out of the batch, to run before the
+    /// commit; they return no rows, so a caller can run them with its own in one script
+    /// ([`crate::db::run_all`]), or as one statement on PostgreSQL
+    /// ([`batch_sql::commit_postgres`]).
+    pub fn take_statements(&mut self, backend: DatabaseBackend) -> Vec<Statement> {
+        let insert = self
+            .messages
+            .take()
+            .map(|rows| batch_sql::insert(backend, rows));
+        let marks = self
+            .watermarks
+            .take()
+            .map(|marks| batch_sql::watermarks(backend, marks));
+        insert.into_iter().chain(marks).collect()
+    }
 }
 
 /// Takes the seqs of a batch of new messages in the caller's transaction, in queue order, and
@@ -458,9 +476,9 @@ pub async fn prepare_batch(
     }
 
     // 3. The rows, in one statement.
-    let mut statements = Vec::new();
+    let (mut messages, mut watermarks) = (None, None);
     if !stored.is_empty() {
-        statements.push(batch_sql::insert(
+        messages = Some(batch_sql::insert_rows(
             backend,
             stored.iter().map(|&i| &rows[i]),
         )?);
@@ -478,7 +496,7 @@ pub async fn prepare_batch(
             .into_iter()
             .map(|((room, user), seq)| (room, user, seq))
             .collect();
-        statements.push(batch_sql::watermarks(backend, &marks)?);
+        watermarks = Some(batch_sql::watermark_rows(&marks)?);
     }
 
     // Duplicates inside the batch answer with their first occurrence, now stored.
@@ -497,7 +515,8 @@ pub async fn prepare_batch(
         .collect();
     Ok(PreparedBatch {
         results,
-        statements,
+        messages,
+        watermarks,
     })
 }
 
