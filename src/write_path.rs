@@ -261,6 +261,7 @@ impl WritePath {
                 DbBackend::Postgres => {
                     let append = journal::AppendRows::new(&events)?;
                     let commit = batch_sql::commit_postgres(
+                        batch.bumps.take(),
                         batch.messages.take(),
                         batch.watermarks.take(),
                         append,

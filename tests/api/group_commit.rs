@@ -168,6 +168,54 @@ async fn sqlite_an_abandoned_send_is_not_stored_and_a_bad_one_fails_alone() {
     assert_eq!(app.core.writes.queued_messages(), 0);
 }
 
+/// SQLite only (its turn holds batches back): one batch holding a retry of a stored message,
+/// a new message, a repeat of that new message and a repeat of the retry answers the retries
+/// and the repeats with the stored messages, and stores one row with the next seq.
+#[tokio::test]
+async fn sqlite_a_batch_answers_retries_and_repeats_with_the_stored_message() {
+    let app = spawn_app_with(Backend::Sqlite, &["--rate-limit-per-minute", "100000"]).await;
+    let room_id = group(&app, "gc-r", &["gc-s".to_owned()]).await;
+    let send = |content: &str, client_id: &str| {
+        let core = app.core.clone();
+        let input = text(&room_id, content.to_owned(), Some(client_id.to_owned()));
+        async move { core.chat.send_message(&user("gc-s"), input).await }
+    };
+    let first = send("first", "c-1").await.expect("the first message");
+
+    let turn = app.core.writes.turn().await.expect("the turn");
+    let queued = [
+        ("first again", "c-1"),
+        ("second", "c-2"),
+        ("second again", "c-2"),
+        ("first once more", "c-1"),
+    ];
+    let mut sends = Vec::new();
+    for (n, (content, client_id)) in queued.into_iter().enumerate() {
+        sends.push(tokio::spawn(send(content, client_id)));
+        // In this order in the batch.
+        until_queued(&app, n + 1).await;
+    }
+    drop(turn);
+    let mut answers = Vec::new();
+    for s in sends {
+        answers.push(s.await.expect("a send").expect("an answer"));
+    }
+    let [retry, second, repeat, retry_again] = answers.as_slice() else {
+        panic!("four answers");
+    };
+    assert!(retry.duplicate && retry.message.id == first.message.id);
+    assert_eq!(retry.message.seq, 1);
+    assert!(!second.duplicate);
+    assert_eq!(second.message.seq, 2);
+    assert!(repeat.duplicate && repeat.message.id == second.message.id);
+    assert_eq!(repeat.message.seq, 2);
+    assert!(retry_again.duplicate && retry_again.message.id == first.message.id);
+    assert_eq!(retry_again.message.content, "first");
+    let rows = stored(&app, &room_id).await;
+    let contents: Vec<&str> = rows.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(contents, ["first", "second"]);
+}
+
 /// A batched row reads back as it was given, and its dates are stored exactly as sea-orm stores
 /// the same dates (SQLite keeps them as text: a different spelling of the same instant would
 /// compare and sort wrongly against rows written by the rest of the code).

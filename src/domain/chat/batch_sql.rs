@@ -31,19 +31,40 @@ const LOOKUP_POSTGRES: &str = "SELECT m.* FROM json_array_elements($1::json) AS 
      JOIN messages AS m ON m.room_id = j.value ->> 0 AND m.user_id = j.value ->> 1 \
      AND m.client_message_id = j.value ->> 2";
 
-/// PostgreSQL only: the batch's rooms locked in id order before their counters move, so two
-/// nodes' batches lock shared rooms in the same order and cannot deadlock.
-const LOCK_ROOMS_POSTGRES: &str = "SELECT id FROM rooms WHERE id IN \
-     (SELECT value ->> 0 FROM json_array_elements($1::json) AS j(value)) ORDER BY id FOR UPDATE";
+/// The batch's first read, two kinds of `(text, integer)` rows: `(room id, last_seq)` for
+/// each room of the batch that exists, and `(NULL, i)` for each `[room_id, user_id,
+/// client_message_id]` key (by index `i`) already stored, a retry. On PostgreSQL the rooms are
+/// locked in id order (`FOR UPDATE`), so concurrent batches of several nodes lock shared rooms
+/// in the same order and cannot deadlock, and the counters read cannot move until the commit;
+/// a row another batch held is read as that batch committed it. On SQLite this process is the
+/// only writer (the write path's turn), and another process that wrote meanwhile would make
+/// the transaction's first write fail.
+const FRONT_SQLITE: &str = "SELECT id, last_seq FROM rooms \
+     WHERE id IN (SELECT value FROM json_each(?)) \
+     UNION ALL SELECT NULL, j.key FROM json_each(?) AS j WHERE EXISTS (SELECT 1 FROM messages \
+     AS m WHERE m.room_id = j.value ->> 0 AND m.user_id = j.value ->> 1 \
+     AND m.client_message_id = j.value ->> 2)";
+const FRONT_POSTGRES: &str = "WITH locked AS MATERIALIZED (SELECT id, last_seq FROM rooms \
+     WHERE id IN (SELECT json_array_elements_text($1::json)) ORDER BY id FOR UPDATE) \
+     SELECT id, last_seq FROM locked \
+     UNION ALL SELECT NULL, j.n - 1 FROM json_array_elements($2::json) \
+     WITH ORDINALITY AS j(value, n) WHERE EXISTS (SELECT 1 FROM messages AS m \
+     WHERE m.room_id = j.value ->> 0 AND m.user_id = j.value ->> 1 \
+     AND m.client_message_id = j.value ->> 2)";
 
-/// Seqs: each `[room_id, n]` row takes `n` more from its room's counter.
-const BUMP_SQLITE: &str = "UPDATE rooms SET last_seq = last_seq + v.n \
-     FROM (SELECT value ->> 0 AS id, value ->> 1 AS n FROM json_each(?)) AS v \
-     WHERE rooms.id = v.id RETURNING rooms.id, rooms.last_seq";
-const BUMP_POSTGRES: &str = "UPDATE rooms SET last_seq = rooms.last_seq + v.n \
-     FROM (SELECT value ->> 0 AS id, (value ->> 1)::bigint AS n \
-     FROM json_array_elements($1::json) AS j(value)) AS v \
-     WHERE rooms.id = v.id RETURNING rooms.id, rooms.last_seq";
+/// Seqs: each `[room_id, read, last]` room's counter moves from `read` (what the first read
+/// returned) to `last`. A counter that is no longer `read` becomes NULL, which its `NOT NULL`
+/// column refuses: the batch fails (and is retried one message per transaction) rather than
+/// hand out seqs twice. It cannot happen while the reasons above hold; this checks they do.
+const BUMP_SQLITE: &str = "UPDATE rooms \
+     SET last_seq = CASE WHEN rooms.last_seq = v.read THEN v.last END \
+     FROM (SELECT value ->> 0 AS id, value ->> 1 AS read, value ->> 2 AS last \
+     FROM json_each(?)) AS v WHERE rooms.id = v.id";
+const BUMP_POSTGRES: &str = "UPDATE rooms \
+     SET last_seq = CASE WHEN rooms.last_seq = v.read THEN v.last END \
+     FROM (SELECT value ->> 0 AS id, (value ->> 1)::bigint AS read, \
+     (value ->> 2)::bigint AS last FROM json_array_elements($1::json) AS j(value)) AS v \
+     WHERE rooms.id = v.id";
 
 /// The rows, in [`MessageRow`]'s column order.
 const INSERT_SQLITE: &str = "INSERT INTO messages (id, room_id, seq, user_id, sender_name, \
@@ -92,14 +113,32 @@ pub fn lookup(backend: DatabaseBackend, keys: &[(&str, &str, &str)]) -> Result<S
     json_rows(backend, LOOKUP_SQLITE, LOOKUP_POSTGRES, &keys)
 }
 
-/// PostgreSQL's row locks on these rooms, in id order.
-pub fn lock_rooms(rooms: &[(&str, i64)]) -> Result<Statement, DbErr> {
-    json_rows(DatabaseBackend::Postgres, "", LOCK_ROOMS_POSTGRES, &rooms)
+/// The first read of a batch ([`FRONT_SQLITE`]): the counters of `rooms`, and which of
+/// `keys` are stored.
+pub fn front(
+    backend: DatabaseBackend,
+    rooms: &[&str],
+    keys: &[(&str, &str, &str)],
+) -> Result<Statement, DbErr> {
+    let sql = match backend {
+        DatabaseBackend::Postgres => FRONT_POSTGRES,
+        _ => FRONT_SQLITE,
+    };
+    Ok(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [json_param(&rooms)?.into(), json_param(&keys)?.into()],
+    ))
 }
 
-/// Adds `n` to each room's counter; returns `(id, last_seq)` rows.
-pub fn bump(backend: DatabaseBackend, rooms: &[(&str, i64)]) -> Result<Statement, DbErr> {
-    json_rows(backend, BUMP_SQLITE, BUMP_POSTGRES, &rooms)
+/// The `(room_id, read, last)` counter moves as [`bump`] binds them.
+pub fn bump_rows(moves: &[(&str, i64, i64)]) -> Result<String, DbErr> {
+    json_param(&moves)
+}
+
+/// Moves each room's counter of [`bump_rows`] from the value read to its last seq.
+pub fn bump(backend: DatabaseBackend, moves: String) -> Statement {
+    one(backend, BUMP_SQLITE, BUMP_POSTGRES, moves)
 }
 
 /// The rows as [`insert`] binds them.
@@ -151,22 +190,25 @@ fn one(backend: DatabaseBackend, sqlite: &str, postgres: &str, json: String) -> 
     Statement::from_sql_and_values(backend, sql, [json.into()])
 }
 
-/// On PostgreSQL, the whole rest of a group commit as ONE statement: the rows, the watermarks
-/// and the journal append ([`journal::append_ctes_postgres`]) as data-modifying `WITH`
+/// On PostgreSQL, the whole rest of a group commit as ONE statement: the counters, the rows,
+/// the watermarks and the journal append ([`journal::append_ctes_postgres`]) as data-modifying `WITH`
 /// queries, returning the journal head's new last id. Each statement is a round trip to the
 /// server, and under load each waits for the database's process to be scheduled: the ten of a
 /// one-message commit (of which these were five) made its ack wait tens of milliseconds with
 /// the CPU half idle. Empty arrays bind for parts with nothing to do.
 pub fn commit_postgres(
+    bumps: Option<String>,
     messages: Option<String>,
     marks: Option<String>,
     append: journal::AppendRows,
 ) -> Statement {
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
-            "WITH stored AS ({INSERT_POSTGRES}), marked AS ({}), {} SELECT last_id FROM head",
-            WATERMARKS_POSTGRES.replace("$1", "$2"),
-            journal::append_ctes_postgres(3),
+            "WITH bumped AS ({BUMP_POSTGRES}), stored AS ({}), marked AS ({}), {} \
+             SELECT last_id FROM head",
+            INSERT_POSTGRES.replace("$1", "$2"),
+            WATERMARKS_POSTGRES.replace("$1", "$3"),
+            journal::append_ctes_postgres(4),
         )
     });
     let empty = || "[]".to_owned();
@@ -174,6 +216,7 @@ pub fn commit_postgres(
         DatabaseBackend::Postgres,
         SQL.as_str(),
         [
+            bumps.unwrap_or_else(empty).into(),
             messages.unwrap_or_else(empty).into(),
             marks.unwrap_or_else(empty).into(),
             append.count.into(),
@@ -192,4 +235,46 @@ fn timestamp(backend: DatabaseBackend, at: &DateTime<Utc>) -> String {
         _ => SecondsFormat::AutoSi,
     };
     at.to_rfc3339_opts(precision, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ConnectionTrait, Database, DatabaseBackend};
+
+    use super::{bump, bump_rows};
+
+    /// A counter that moved after the batch read it fails the batch instead of handing out
+    /// the same seqs twice.
+    #[tokio::test]
+    async fn a_counter_moved_since_it_was_read_fails_the_bump() {
+        let db = Database::connect("sqlite::memory:")
+            .await
+            .unwrap_or_else(|e| panic!("opening SQLite: {e}"));
+        db.execute_unprepared(
+            "CREATE TABLE rooms (id TEXT PRIMARY KEY, last_seq BIGINT NOT NULL DEFAULT 0); \
+             INSERT INTO rooms (id, last_seq) VALUES ('a', 5), ('b', 7)",
+        )
+        .await
+        .expect("the rooms");
+        let moves =
+            |m: &[(&str, i64, i64)]| bump(DatabaseBackend::Sqlite, bump_rows(m).expect("JSON"));
+        db.execute_raw(moves(&[("a", 5, 8), ("b", 7, 9)]))
+            .await
+            .expect("counters as read move");
+        assert!(
+            db.execute_raw(moves(&[("a", 5, 6)])).await.is_err(),
+            "a counter read as 5 is 8 now"
+        );
+        let seqs: Vec<i64> = db
+            .query_all_raw(sea_orm::Statement::from_string(
+                DatabaseBackend::Sqlite,
+                "SELECT last_seq FROM rooms ORDER BY id",
+            ))
+            .await
+            .expect("reading")
+            .iter()
+            .map(|r| r.try_get_by_index(0).expect("last_seq"))
+            .collect();
+        assert_eq!(seqs, [8, 9]);
+    }
 }

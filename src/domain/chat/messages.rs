@@ -365,18 +365,25 @@ pub async fn insert_batch(
 pub struct PreparedBatch {
     /// In queue order; `Stored` rows carry their seq.
     pub results: Vec<Result<Inserted, sea_orm::DbErr>>,
-    /// The stored rows as [`batch_sql::insert`] binds them; `None` when none is new.
+    /// The rooms' counter moves as [`batch_sql::bump`] binds them; `None` when no message is
+    /// new.
+    pub bumps: Option<String>,
+    /// The stored rows as [`batch_sql::insert`] binds them.
     pub messages: Option<String>,
     /// The senders' watermarks as [`batch_sql::watermarks`] binds them.
     pub watermarks: Option<String>,
 }
 
 impl PreparedBatch {
-    /// The writes left (insert, then watermarks), taken out of the batch, to run before the
+    /// The writes left (counters, rows, watermarks), taken out of the batch, to run before the
     /// commit; they return no rows, so a caller can run them with its own in one script
     /// ([`crate::db::run_all`]), or as one statement on PostgreSQL
     /// ([`batch_sql::commit_postgres`]).
     pub fn take_statements(&mut self, backend: DatabaseBackend) -> Vec<Statement> {
+        let bump = self
+            .bumps
+            .take()
+            .map(|moves| batch_sql::bump(backend, moves));
         let insert = self
             .messages
             .take()
@@ -385,24 +392,23 @@ impl PreparedBatch {
             .watermarks
             .take()
             .map(|marks| batch_sql::watermarks(backend, marks));
-        insert.into_iter().chain(marks).collect()
+        bump.into_iter().chain(insert).chain(marks).collect()
     }
 }
 
 /// Takes the seqs of a batch of new messages in the caller's transaction, in queue order, and
-/// returns the statements that store them. A constant number of statements whatever the batch
-/// size (on SQLite each statement run on its own is a hand-off to sqlx's worker thread, which
-/// costs more than the work), each of fixed text ([`batch_sql`]):
+/// returns what stores them. One statement whatever the batch size (on SQLite each statement
+/// run on its own is a hand-off to sqlx's worker thread, on PostgreSQL a round trip, both of
+/// which cost more than the work), of fixed text ([`batch_sql`]): [`batch_sql::front`] reads
+/// the counters of the batch's rooms (on PostgreSQL locking them in id order, so concurrent
+/// batches of several nodes cannot deadlock) and which client message ids are already stored
+/// (retries). The messages of one room get consecutive seqs from its counter in queue order,
+/// so they stay gapless and in each sender's order.
 ///
-/// 1. one lookup of the batch's client message ids already stored (retries);
-/// 2. one `UPDATE rooms … RETURNING` taking `n` seqs per room at once (on PostgreSQL preceded
-///    by a `SELECT … ORDER BY id FOR UPDATE`, so concurrent batches of several nodes lock rooms
-///    in the same order and cannot deadlock); the messages of one room get consecutive seqs in
-///    queue order, so they stay gapless and in each sender's order;
-///
-/// and, returned to run: one multi-row `INSERT` (its full-text trigger included), and one
-/// `UPDATE room_members … FROM` moving each sender's watermarks to their last message (the
-/// sender has obviously seen everything up to it).
+/// Returned to run, in one call with the journal's statements: the counters' moves, one
+/// multi-row `INSERT` (its full-text trigger included), and one `UPDATE room_members … FROM`
+/// moving each sender's watermarks to their last message (the sender has obviously seen
+/// everything up to it).
 ///
 /// An error fails the whole batch (the caller retries one message per transaction); a missing
 /// room fails only its own messages, with `RecordNotFound`.
@@ -413,60 +419,88 @@ pub async fn prepare_batch(
     let backend = tx.get_database_backend();
     let mut results: Vec<Option<Result<Inserted, sea_orm::DbErr>>> =
         rows.iter().map(|_| None).collect();
-    // For a repeat of an earlier message of the same batch: that message's index.
+    // For a repeat of an earlier message of the same batch: that message's index. Earlier in
+    // the queue wins.
     let mut dup_of: Vec<Option<usize>> = vec![None; rows.len()];
-
-    // 1. Retries, found through the unique (room, sender, client id) index.
-    let keyed: Vec<usize> = (0..rows.len())
-        .filter(|&i| rows[i].client_message_id.is_some())
-        .collect();
-    if !keyed.is_empty() {
-        let keys: Vec<(&str, &str, &str)> = keyed.iter().map(|&i| client_key(&rows[i])).collect();
-        let existing = message::Model::find_by_statement(batch_sql::lookup(backend, &keys)?)
-            .all(tx)
-            .await?;
-        // Earlier in the queue wins among the batch's own duplicates too.
-        let mut first_of = std::collections::HashMap::new();
-        for &i in &keyed {
-            let key = client_key(&rows[i]);
-            if let Some(found) = existing.iter().find(|m| client_key(m) == key) {
-                results[i] = Some(Ok(Inserted::Duplicate(found.clone())));
-            } else if let Some(&first) = first_of.get(&key) {
-                dup_of[i] = Some(first);
-            } else {
-                first_of.insert(key, i);
+    let mut first_of = std::collections::HashMap::new();
+    for i in 0..rows.len() {
+        if rows[i].client_message_id.is_some() {
+            match first_of.entry(client_key(&rows[i])) {
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    dup_of[i] = Some(*first.get())
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(i);
+                }
             }
         }
     }
-    let fresh: Vec<usize> = (0..rows.len())
-        .filter(|&i| results[i].is_none() && dup_of[i].is_none())
+    let candidates: Vec<usize> = (0..rows.len()).filter(|&i| dup_of[i].is_none()).collect();
+    let keyed: Vec<usize> = candidates
+        .iter()
+        .copied()
+        .filter(|&i| rows[i].client_message_id.is_some())
         .collect();
 
-    // 2. Seqs: n per room, rooms in id order.
-    let mut per_room: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
-    for &i in &fresh {
-        *per_room.entry(rows[i].room_id.as_str()).or_default() += 1;
-    }
-    let mut first_seq: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
-    if !per_room.is_empty() {
-        let counts: Vec<(&str, i64)> = per_room.iter().map(|(r, n)| (*r, *n)).collect();
-        if backend == DatabaseBackend::Postgres {
-            tx.query_all_raw(batch_sql::lock_rooms(&counts)?).await?;
+    // 1. The rooms' counters and the retries, in one read.
+    let mut last_seq: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    let mut retries = Vec::new();
+    {
+        let mut rooms: Vec<&str> = candidates
+            .iter()
+            .map(|&i| rows[i].room_id.as_str())
+            .collect();
+        rooms.sort_unstable();
+        rooms.dedup();
+        let keys: Vec<(&str, &str, &str)> = keyed.iter().map(|&i| client_key(&rows[i])).collect();
+        for row in tx
+            .query_all_raw(batch_sql::front(backend, &rooms, &keys)?)
+            .await?
+        {
+            let room: Option<String> = row.try_get_by_index(0)?;
+            let value: i64 = row.try_get_by_index(1)?;
+            match room {
+                Some(room) => {
+                    last_seq.insert(room, value);
+                }
+                None => retries.push(
+                    usize::try_from(value)
+                        .ok()
+                        .and_then(|k| keyed.get(k).copied())
+                        .ok_or_else(|| {
+                            sea_orm::DbErr::Custom(format!("no key {value} in the batch"))
+                        })?,
+                ),
+            }
         }
-        for row in tx.query_all_raw(batch_sql::bump(backend, &counts)?).await? {
-            let id: String = row.try_get_by_index(0)?;
-            let last: i64 = row.try_get_by_index(1)?;
-            let n = per_room.get(id.as_str()).copied().unwrap_or_default();
-            first_seq.insert(id, last - n + 1);
+    }
+    // Retries answer with the stored message: read only on this (rare) path.
+    if !retries.is_empty() {
+        let keys: Vec<(&str, &str, &str)> = retries.iter().map(|&i| client_key(&rows[i])).collect();
+        let existing = message::Model::find_by_statement(batch_sql::lookup(backend, &keys)?)
+            .all(tx)
+            .await?;
+        for &i in &retries {
+            let key = client_key(&rows[i]);
+            let found = existing
+                .iter()
+                .find(|m| client_key(m) == key)
+                .ok_or_else(|| sea_orm::DbErr::RecordNotFound("a retried message".into()))?;
+            results[i] = Some(Ok(Inserted::Duplicate(found.clone())));
         }
     }
-    // Hand out each room's seqs from its first new one, in queue order.
-    let mut stored = Vec::with_capacity(fresh.len());
-    for &i in &fresh {
-        match first_seq.get_mut(&rows[i].room_id) {
+
+    // 2. Seqs, from each room's counter in queue order.
+    let mut next = last_seq.clone();
+    let mut stored = Vec::with_capacity(candidates.len());
+    for &i in &candidates {
+        if results[i].is_some() {
+            continue;
+        }
+        match next.get_mut(&rows[i].room_id) {
             Some(seq) => {
-                rows[i].seq = *seq;
                 *seq += 1;
+                rows[i].seq = *seq;
                 stored.push(i);
             }
             None => {
@@ -475,15 +509,21 @@ pub async fn prepare_batch(
         }
     }
 
-    // 3. The rows, in one statement.
-    let (mut messages, mut watermarks) = (None, None);
+    // 3. What stores them: the counters' moves, the rows, the senders' watermarks.
+    let (mut bumps, mut messages, mut watermarks) = (None, None, None);
     if !stored.is_empty() {
+        let moves: Vec<(&str, i64, i64)> = next
+            .iter()
+            .filter_map(|(room, &last)| {
+                let read = last_seq.get(room).copied().unwrap_or(last);
+                (last != read).then_some((room.as_str(), read, last))
+            })
+            .collect();
+        bumps = Some(batch_sql::bump_rows(&moves)?);
         messages = Some(batch_sql::insert_rows(
             backend,
             stored.iter().map(|&i| &rows[i]),
         )?);
-
-        // 4. Each sender's watermarks, to their last message of the batch.
         let mut last_of: std::collections::BTreeMap<(&str, &str), i64> =
             std::collections::BTreeMap::new();
         for &i in &stored {
@@ -499,11 +539,14 @@ pub async fn prepare_batch(
         watermarks = Some(batch_sql::watermark_rows(&marks)?);
     }
 
-    // Duplicates inside the batch answer with their first occurrence, now stored.
+    // Repeats inside the batch answer like their first occurrence.
     for i in 0..rows.len() {
         if let Some(first) = dup_of[i] {
             results[i] = Some(match &results[first] {
                 Some(Err(_)) => Err(sea_orm::DbErr::RecordNotFound("room".into())),
+                Some(Ok(Inserted::Duplicate(existing))) => {
+                    Ok(Inserted::Duplicate(existing.clone()))
+                }
                 _ => Ok(Inserted::Duplicate(rows[first].clone())),
             });
         }
@@ -515,6 +558,7 @@ pub async fn prepare_batch(
         .collect();
     Ok(PreparedBatch {
         results,
+        bumps,
         messages,
         watermarks,
     })
