@@ -183,12 +183,16 @@ pub fn append_statements(backend: DbBackend, events: &[Event]) -> Result<Vec<Sta
 /// An append as the values its statements bind: the number of events, the events and their
 /// targets as JSON arrays (see [`crate::db::json_param`]).
 pub struct AppendRows {
+    /// How far the head moves.
     pub count: i64,
+    /// `[distance before the last id, kind, event, payload, …]` rows.
     pub events: String,
+    /// `[Socket.IO room, distance before the last id]` rows.
     pub targets: String,
 }
 
 impl AppendRows {
+    /// The values appending `events` binds, in slice order (the last gets the head's new id).
     pub fn new(events: &[Event]) -> Result<Self, DbErr> {
         let n = events.len();
         let before_last = |i: usize| db_i64((n - 1 - i) as u64);
