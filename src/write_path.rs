@@ -259,7 +259,9 @@ impl WritePath {
         if batch.messages.is_some() || !events.is_empty() {
             let rows = match backend {
                 DbBackend::Postgres => {
-                    let append = journal::AppendRows::new(&events)?;
+                    let append = (!events.is_empty())
+                        .then(|| journal::AppendRows::new(&events))
+                        .transpose()?;
                     let commit = batch_sql::commit_postgres(
                         batch.bumps.take(),
                         batch.messages.take(),

@@ -195,35 +195,47 @@ fn one(backend: DatabaseBackend, sqlite: &str, postgres: &str, json: String) -> 
 /// queries, returning the journal head's new last id. Each statement is a round trip to the
 /// server, and under load each waits for the database's process to be scheduled: the ten of a
 /// one-message commit (of which these were five) made its ack wait tens of milliseconds with
-/// the CPU half idle. Empty arrays bind for parts with nothing to do.
+/// the CPU half idle. Empty arrays bind for parts with nothing to do; without events (`append`
+/// `None`) the journal is left alone.
 pub fn commit_postgres(
     bumps: Option<String>,
     messages: Option<String>,
     marks: Option<String>,
-    append: journal::AppendRows,
+    append: Option<journal::AppendRows>,
 ) -> Statement {
-    static SQL: LazyLock<String> = LazyLock::new(|| {
+    fn writes() -> String {
         format!(
-            "WITH bumped AS ({BUMP_POSTGRES}), stored AS ({}), marked AS ({}), {} \
-             SELECT last_id FROM head",
+            "WITH bumped AS ({BUMP_POSTGRES}), stored AS ({}), marked AS ({})",
             INSERT_POSTGRES.replace("$1", "$2"),
             WATERMARKS_POSTGRES.replace("$1", "$3"),
-            journal::append_ctes_postgres(4),
         )
+    }
+    static JOURNALED: LazyLock<String> = LazyLock::new(|| {
+        let writes = writes();
+        let journal = journal::append_ctes_postgres(4);
+        format!("{writes}, {journal} SELECT last_id FROM head")
     });
+    // Without events the journal is not touched (nor its head's row lock taken); no rows.
+    static UNJOURNALED: LazyLock<String> =
+        LazyLock::new(|| format!("{} SELECT NULL::bigint AS last_id WHERE false", writes()));
     let empty = || "[]".to_owned();
-    Statement::from_sql_and_values(
-        DatabaseBackend::Postgres,
-        SQL.as_str(),
-        [
-            bumps.unwrap_or_else(empty).into(),
-            messages.unwrap_or_else(empty).into(),
-            marks.unwrap_or_else(empty).into(),
-            append.count.into(),
-            append.events.into(),
-            append.targets.into(),
-        ],
-    )
+    let mut values: Vec<sea_orm::Value> = vec![
+        bumps.unwrap_or_else(empty).into(),
+        messages.unwrap_or_else(empty).into(),
+        marks.unwrap_or_else(empty).into(),
+    ];
+    let sql = match append {
+        Some(append) => {
+            values.extend([
+                append.count.into(),
+                append.events.into(),
+                append.targets.into(),
+            ]);
+            JOURNALED.as_str()
+        }
+        None => UNJOURNALED.as_str(),
+    };
+    Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, values)
 }
 
 /// A date as the backend's driver binds a `DateTime<Utc>`: on SQLite the text sqlx writes
