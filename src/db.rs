@@ -319,15 +319,16 @@ pub fn json_rows(
     postgres: &str,
     rows: &impl serde::Serialize,
 ) -> Result<Statement, DbErr> {
+    Ok(json_statement(backend, sqlite, postgres, json_param(rows)?))
+}
+
+/// [`json_rows`] for rows already encoded ([`json_param`]), e.g. kept in a prepared batch.
+pub fn json_statement(backend: DbBackend, sqlite: &str, postgres: &str, json: String) -> Statement {
     let sql = match backend {
         DbBackend::Postgres => postgres,
         _ => sqlite,
     };
-    Ok(Statement::from_sql_and_values(
-        backend,
-        sql,
-        [json_param(rows)?.into()],
-    ))
+    Statement::from_sql_and_values(backend, sql, [json.into()])
 }
 
 /// Rows as the one JSON array parameter of a [`json_rows`] statement.

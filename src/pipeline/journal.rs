@@ -15,6 +15,7 @@ use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement, Value};
 use serde_json::value::RawValue;
 
 use super::model::{Cursor, Event, FeedScope, Kind};
+use crate::db::json_statement;
 use crate::error::AppError;
 
 /// The head's last id, read after the head moved in the same transaction: what appended
@@ -157,25 +158,21 @@ pub fn append_statements(backend: DbBackend, events: &[Event]) -> Result<Vec<Sta
         return Ok(Vec::new());
     }
     let rows = AppendRows::new(events)?;
-    let (head, insert, targets) = match backend {
-        DbBackend::Postgres => (
-            BUMP_HEAD_POSTGRES,
-            INSERT_EVENTS_POSTGRES,
-            INSERT_TARGETS_POSTGRES,
-        ),
-        _ => (
-            BUMP_HEAD_SQLITE,
-            INSERT_EVENTS_SQLITE,
-            INSERT_TARGETS_SQLITE,
-        ),
+    let head = match backend {
+        DbBackend::Postgres => BUMP_HEAD_POSTGRES,
+        _ => BUMP_HEAD_SQLITE,
     };
-    let one = |sql: &str, value: Value| Statement::from_sql_and_values(backend, sql, [value]);
+    let json = |sqlite, postgres, rows| json_statement(backend, sqlite, postgres, rows);
     let mut statements = vec![
-        one(head, Value::BigInt(Some(rows.count))),
-        one(insert, rows.events.into()),
+        Statement::from_sql_and_values(backend, head, [Value::BigInt(Some(rows.count))]),
+        json(INSERT_EVENTS_SQLITE, INSERT_EVENTS_POSTGRES, rows.events),
     ];
     if rows.targets != "[]" {
-        statements.push(one(targets, rows.targets.into()));
+        statements.push(json(
+            INSERT_TARGETS_SQLITE,
+            INSERT_TARGETS_POSTGRES,
+            rows.targets,
+        ));
     }
     Ok(statements)
 }

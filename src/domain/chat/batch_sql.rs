@@ -20,7 +20,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use entity::message;
 use sea_orm::{DatabaseBackend, DbErr, Statement};
 
-use crate::db::{json_param, json_rows};
+use crate::db::{json_param, json_rows, json_statement};
 use crate::pipeline::journal;
 
 /// Retries: the stored messages matching `[room_id, user_id, client_message_id]` rows.
@@ -138,7 +138,7 @@ pub fn bump_rows(moves: &[(&str, i64, i64)]) -> Result<String, DbErr> {
 
 /// Moves each room's counter of [`bump_rows`] from the value read to its last seq.
 pub fn bump(backend: DatabaseBackend, moves: String) -> Statement {
-    one(backend, BUMP_SQLITE, BUMP_POSTGRES, moves)
+    json_statement(backend, BUMP_SQLITE, BUMP_POSTGRES, moves)
 }
 
 /// The rows as [`insert`] binds them.
@@ -169,7 +169,7 @@ pub fn insert_rows<'a>(
 
 /// Inserts the rows of [`insert_rows`] (no `RETURNING`: every column is known).
 pub fn insert(backend: DatabaseBackend, rows: String) -> Statement {
-    one(backend, INSERT_SQLITE, INSERT_POSTGRES, rows)
+    json_statement(backend, INSERT_SQLITE, INSERT_POSTGRES, rows)
 }
 
 /// The `(room_id, user_id, seq)` marks as [`watermarks`] binds them.
@@ -179,15 +179,7 @@ pub fn watermark_rows(marks: &[(&str, &str, i64)]) -> Result<String, DbErr> {
 
 /// Moves each member of [`watermark_rows`] read and delivered watermarks up to its seq.
 pub fn watermarks(backend: DatabaseBackend, marks: String) -> Statement {
-    one(backend, WATERMARKS_SQLITE, WATERMARKS_POSTGRES, marks)
-}
-
-fn one(backend: DatabaseBackend, sqlite: &str, postgres: &str, json: String) -> Statement {
-    let sql = match backend {
-        DatabaseBackend::Postgres => postgres,
-        _ => sqlite,
-    };
-    Statement::from_sql_and_values(backend, sql, [json.into()])
+    json_statement(backend, WATERMARKS_SQLITE, WATERMARKS_POSTGRES, marks)
 }
 
 /// On PostgreSQL, the whole rest of a group commit as ONE statement: the counters, the rows,

@@ -2,7 +2,7 @@
 //! search. [`ChatService`] is called by both REST and Socket.IO handlers; it returns values and
 //! never emits, so both transports deliver the same results the same way.
 
-pub mod batch_sql;
+pub(crate) mod batch_sql;
 mod content;
 mod messages;
 pub mod model;
