@@ -411,18 +411,16 @@ fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
 /// Where socketioxide serves Engine.IO (its default, kept by the builder above).
 const SOCKET_IO_PATH: &str = "/socket.io";
 
-/// The headers of a Socket.IO request anything reads: the bearer token (`auth::socket`), the
-/// WebSocket handshake (engineioxide answers `sec-websocket-key`; hyper's upgrade goes through
-/// the kept extension), and the body's `content-type` of a long-polling POST.
+/// The headers of a Socket.IO request anything reads after the router: the bearer token
+/// (`auth::socket`), the key engineioxide answers a WebSocket handshake with
+/// (`sec-websocket-key`), and the body's `content-type` of a long-polling POST. hyper decides
+/// on the upgrade while parsing (`connection`, `upgrade`) and engineioxide checks no version,
+/// subprotocol or extension, so those stay behind: each kept header costs an idle socket a
+/// slot (≈ 100 bytes) and its value for the socket's whole life.
 const KEPT_HEADERS: &[axum::http::HeaderName] = &[
     axum::http::header::AUTHORIZATION,
     axum::http::header::CONTENT_TYPE,
-    axum::http::header::CONNECTION,
-    axum::http::header::UPGRADE,
     axum::http::header::SEC_WEBSOCKET_KEY,
-    axum::http::header::SEC_WEBSOCKET_VERSION,
-    axum::http::header::SEC_WEBSOCKET_PROTOCOL,
-    axum::http::header::SEC_WEBSOCKET_EXTENSIONS,
 ];
 
 /// Copies the URI and headers of a Socket.IO request out of hyper's read buffer, and drops the
@@ -445,7 +443,13 @@ async fn own_handshake_parts(mut req: axum::extract::Request) -> axum::extract::
         return req;
     }
     let headers = std::mem::take(req.headers_mut());
+    // Sized for what is kept: a map that grows by itself starts at six slots.
+    let kept = headers
+        .iter()
+        .filter(|(name, _)| KEPT_HEADERS.contains(name))
+        .count();
     let owned = req.headers_mut();
+    *owned = axum::http::HeaderMap::with_capacity(kept);
     for (name, value) in &headers {
         if !KEPT_HEADERS.contains(name) {
             continue;
@@ -536,6 +540,10 @@ mod tests {
             header::UPGRADE,
             HeaderValue::from_maybe_shared(at("websocket")).unwrap(),
         );
+        headers.insert(
+            header::SEC_WEBSOCKET_KEY,
+            HeaderValue::from_maybe_shared(at("dGhlIHNhbXBsZQ==")).unwrap(),
+        );
         let mut auth = HeaderValue::from_maybe_shared(at("Bearer xyz")).unwrap();
         auth.set_sensitive(true);
         headers.insert(header::AUTHORIZATION, auth);
@@ -552,7 +560,9 @@ mod tests {
 
     #[tokio::test]
     async fn socket_io_requests_let_go_of_the_read_buffer() {
-        let buffer = Bytes::from(format!("GET {PATH} websocket Bearer xyz one two").into_bytes());
+        let buffer = Bytes::from(
+            format!("GET {PATH} websocket dGhlIHNhbXBsZQ== Bearer xyz one two").into_bytes(),
+        );
         let req = own_handshake_parts(sliced_request(&buffer, PATH)).await;
         assert!(
             buffer.is_unique(),
@@ -563,7 +573,11 @@ mod tests {
             req.extensions().get::<OriginalUri>().is_none(),
             "the router's extensions would live as long as the socket"
         );
-        assert_eq!(req.headers()[header::UPGRADE], "websocket");
+        assert!(
+            req.headers().get(header::UPGRADE).is_none(),
+            "hyper has read the upgrade headers already"
+        );
+        assert_eq!(req.headers()[header::SEC_WEBSOCKET_KEY], "dGhlIHNhbXBsZQ==");
         let auth = &req.headers()[header::AUTHORIZATION];
         assert_eq!(auth, "Bearer xyz");
         assert!(auth.is_sensitive(), "sensitivity is kept");
@@ -572,15 +586,22 @@ mod tests {
             "a header nothing reads would live as long as the socket"
         );
         assert_eq!(req.headers().len(), 2);
+        assert_eq!(
+            req.headers().capacity(),
+            2,
+            "spare slots would live as long as the socket"
+        );
     }
 
     #[tokio::test]
     async fn other_requests_are_left_alone() {
         let path = "/api/v1/realtime/chat/rooms";
-        let buffer = Bytes::from(format!("GET {path} websocket Bearer xyz one two").into_bytes());
+        let buffer = Bytes::from(
+            format!("GET {path} websocket dGhlIHNhbXBsZQ== Bearer xyz one two").into_bytes(),
+        );
         let req = own_handshake_parts(sliced_request(&buffer, path)).await;
         assert!(!buffer.is_unique(), "REST requests are not copied");
         assert_eq!(req.uri(), path);
-        assert_eq!(req.headers().len(), 4);
+        assert_eq!(req.headers().len(), 5);
     }
 }
