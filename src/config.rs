@@ -230,8 +230,9 @@ pub struct Config {
     #[arg(long, env = "LISTEN_BACKLOG", default_value_t = 8_192)]
     pub listen_backlog: u32,
     /// How often the SQLite WAL is checkpointed off the write path (`db::checkpointer`); 0 =
-    /// leave it to SQLite, inside the commit that crosses 1,000 pages.
-    #[arg(long, env = "SQLITE_CHECKPOINT_INTERVAL_MS", default_value_t = 1_000)]
+    /// leave it to SQLite, inside the commit that crosses 1,000 pages. Short: a second's worth
+    /// of WAL copied and synced at once held up the commits around it (see `db::checkpointer`).
+    #[arg(long, env = "SQLITE_CHECKPOINT_INTERVAL_MS", default_value_t = 100)]
     pub sqlite_checkpoint_interval_ms: u64,
     /// How often freed heap memory is handed back to the OS (glibc's `malloc_trim`); 0 = never.
     #[arg(long, env = "HEAP_TRIM_INTERVAL_MS", default_value_t = 30_000)]

@@ -195,6 +195,12 @@ pub async fn probe_connection(url: &str, waits: Waits) -> anyhow::Result<Databas
 /// Checkpoints the SQLite WAL every `SQLITE_CHECKPOINT_INTERVAL_MS` (never when it is 0, nor on
 /// PostgreSQL), `PASSIVE`: it copies what no reader still needs and never blocks the writer.
 /// See [`writer`].
+///
+/// Often and small rather than rarely and large: at 500 one-message commits a second, a
+/// checkpoint every second copied and synced a second's worth of WAL (megabytes) in one go,
+/// and the commits around it waited (per-second ack p99 20–48 ms, against 6–12 ms with a
+/// checkpoint every 100 ms; `bench/RESULTS.md`). On an idle database a checkpoint finds
+/// nothing to copy and returns at once.
 pub async fn checkpointer(core: std::sync::Arc<crate::state::Core>) {
     let every = core.config.sqlite_checkpoint_interval_ms;
     if every == 0 || core.db.get_database_backend() != DbBackend::Sqlite {
