@@ -387,6 +387,9 @@ pub struct ReplayRequest<'a> {
     pub feed: Option<FeedMode>,
     /// Most events replayed; more means the client must refetch everything.
     pub limit: usize,
+    /// The journal's epoch when the caller read it already, with the head ([`head`]): it is
+    /// fixed per database, so a connecting socket reads it once, not twice. `None`: read it.
+    pub epoch: Option<&'a str>,
 }
 
 /// The answer to a resume.
@@ -412,7 +415,10 @@ pub async fn epoch(db: &impl ConnectionTrait) -> Result<String, DbErr> {
 /// the user's own room, each chat room the user is a member of now, feed activities when
 /// asked for), or the kinds to refetch when that is not possible.
 pub async fn replay(db: &impl ConnectionTrait, req: ReplayRequest<'_>) -> Result<Replay, AppError> {
-    let epoch = epoch(db).await?;
+    let epoch = match req.epoch {
+        Some(known) => known.to_owned(),
+        None => epoch(db).await?,
+    };
     let cursor = Cursor {
         epoch: epoch.clone(),
         id: req.through,

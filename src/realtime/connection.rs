@@ -164,7 +164,7 @@ async fn start_session<A: Adapter>(
     // that was further) catches up first, so the cursor given is the journal's head and
     // nothing before it arrives again as live.
     let sid = socket.id.to_string();
-    let (min, _) = journal::head(&core.db).await?;
+    let (min, epoch) = journal::head(&core.db).await?;
     // The replay's one query runs outside the turn: waiting for the dispatcher with a turn
     // held left the pool idle.
     drop(turn);
@@ -191,6 +191,7 @@ async fn start_session<A: Adapter>(
             through,
             feed: resume.feed,
             limit: core.config.resume_max_events,
+            epoch: Some(&epoch),
         },
     )
     .await?;

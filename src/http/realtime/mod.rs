@@ -230,6 +230,7 @@ async fn replay(
             through,
             feed: feed.map(FeedParam::mode),
             limit: core.config.resume_max_events,
+            epoch: None,
         },
     )
     .await?;
