@@ -389,9 +389,24 @@ fn plain_sqlite(statement: &Statement) -> bool {
     })
 }
 
+/// An in-memory SQLite database with `schema` (a script; empty for none) run on it, for unit
+/// tests of statements.
+#[cfg(test)]
+pub(crate) async fn memory_sqlite(schema: &str) -> DatabaseConnection {
+    let db = Database::connect("sqlite::memory:")
+        .await
+        .unwrap_or_else(|e| panic!("opening SQLite: {e}"));
+    if !schema.is_empty() {
+        db.execute_unprepared(schema)
+            .await
+            .unwrap_or_else(|e| panic!("the schema: {e}"));
+    }
+    db
+}
+
 #[cfg(test)]
 mod tests {
-    use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+    use sea_orm::{DbBackend, Statement};
 
     use super::{redact, run_all};
 
@@ -399,12 +414,7 @@ mod tests {
     /// what the group commit relies on when its statements travel together.
     #[tokio::test]
     async fn a_script_binds_across_statements_and_returns_every_row() {
-        let db = Database::connect("sqlite::memory:")
-            .await
-            .unwrap_or_else(|e| panic!("opening SQLite: {e}"));
-        db.execute_unprepared("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)")
-            .await
-            .expect("the table");
+        let db = super::memory_sqlite("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)").await;
         let sqlite = |sql: &str, values: Vec<sea_orm::Value>| {
             Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)
         };

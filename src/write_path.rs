@@ -370,15 +370,12 @@ impl Deref for WriteTx {
 mod tests {
     use std::sync::Mutex;
 
-    use sea_orm::{ConnectionTrait, Database};
+    use sea_orm::ConnectionTrait;
 
     use super::WritePath;
 
     async fn sqlite() -> WritePath {
-        let db = Database::connect("sqlite::memory:")
-            .await
-            .unwrap_or_else(|e| panic!("opening SQLite: {e}"));
-        WritePath::new(db)
+        WritePath::new(crate::db::memory_sqlite("").await)
     }
 
     #[tokio::test]

@@ -243,7 +243,7 @@ fn timestamp(backend: DatabaseBackend, at: &DateTime<Utc>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use sea_orm::{ConnectionTrait, Database, DatabaseBackend};
+    use sea_orm::{ConnectionTrait, DatabaseBackend};
 
     use super::{bump, bump_rows};
 
@@ -251,15 +251,11 @@ mod tests {
     /// the same seqs twice.
     #[tokio::test]
     async fn a_counter_moved_since_it_was_read_fails_the_bump() {
-        let db = Database::connect("sqlite::memory:")
-            .await
-            .unwrap_or_else(|e| panic!("opening SQLite: {e}"));
-        db.execute_unprepared(
+        let db = crate::db::memory_sqlite(
             "CREATE TABLE rooms (id TEXT PRIMARY KEY, last_seq BIGINT NOT NULL DEFAULT 0); \
              INSERT INTO rooms (id, last_seq) VALUES ('a', 5), ('b', 7)",
         )
-        .await
-        .expect("the rooms");
+        .await;
         let moves =
             |m: &[(&str, i64, i64)]| bump(DatabaseBackend::Sqlite, bump_rows(m).expect("JSON"));
         db.execute_raw(moves(&[("a", 5, 8), ("b", 7, 9)]))
