@@ -22,6 +22,7 @@ import { io } from 'socket.io-client';
 import { loadavg, machineCpuMs, memory, processCpu } from './lib/proc.mjs';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
+import { CLUSTER_KINDS, shareInfra, spawnCluster } from './lib/cluster.mjs';
 import { api, externalServer, SERVER_KINDS, spawnServer } from './lib/server.mjs';
 import { createGroupRoom } from './lib/setup.mjs';
 import { fmtInt, fmtMb, fmtMs, fmtPct, summary } from './lib/stats.mjs';
@@ -65,6 +66,10 @@ const USAGE = `usage: node run.mjs [options]
   --client sio|lite  receiver client: socket.io-client (default) or a minimal Engine.IO/Socket.IO
                      client on a bare WebSocket that costs the load generator less CPU
   --workers W        receiver/connector processes (default 2)
+  --nodes N          fanout only: N nodes behind a throw-away Redis (Switchboard on a throw-away
+                     PostgreSQL; the node reference with @socket.io/redis-adapter; socketioxide
+                     has no Redis adapter and is skipped by --compare); REST and senders on node
+                     0, receiver worker i on node i % N; CPU and RSS summed over the nodes
   --quiet-wait SEC   before measuring, wait up to SEC for the machine to be idle (default 0)
   --concurrency C    connections in flight while connecting, all workers together (default 100)
   --drain-ms T       stop waiting for deliveries after T ms without progress (default 5000)
@@ -91,6 +96,7 @@ function options() {
       rate: { type: 'string', default: '50' },
       warmup: { type: 'string', default: '10' },
       workers: { type: 'string', default: '2' },
+      nodes: { type: 'string', default: '1' },
       concurrency: { type: 'string', default: '100' },
       'drain-ms': { type: 'string', default: '5000' },
       timeout: { type: 'string', default: '300' },
@@ -131,6 +137,8 @@ function options() {
   };
   if (!['fanout', 'connect', 'persist'].includes(values.scenario)) throw new Error('--scenario is fanout, connect or persist');
   if (values.search && values.scenario !== 'fanout') throw new Error('--search is for --scenario fanout');
+  if (Number(values.nodes) > 1 && values.scenario !== 'fanout') throw new Error('--nodes is for --scenario fanout');
+  if (Number(values.nodes) > 1 && process.env.SWITCHBOARD_URL) throw new Error('--nodes starts its own nodes: unset SWITCHBOARD_URL');
   if (values.search && Number(values.rate) <= 0) throw new Error('--search starts from a paced --rate > 0');
   if (values.search && !(Number(values['search-factor']) > 1)) throw new Error('--search-factor must be > 1');
   if (!['sio', 'lite'].includes(values.client)) throw new Error('--client is sio or lite');
@@ -155,6 +163,7 @@ function options() {
     rate: num('rate'),
     warmup: int('warmup', 0),
     workers: int('workers', 1),
+    nodes: int('nodes', 1),
     concurrency: int('concurrency', 1),
     drainMs: int('drain-ms', 100),
     timeoutSec: int('timeout', 5),
@@ -252,7 +261,7 @@ async function connectVia(workers, server, tokens, { roomOf, messages, concurren
       w.request(
         {
           type: 'connect',
-          url: server.url,
+          url: server.urls ? server.urls[i % server.urls.length] : server.url,
           tokens: parts[i],
           socketRooms: rooms[i],
           messages,
@@ -312,16 +321,33 @@ async function health(server) {
 // ---------------------------------------------------------------------------------------------
 // resource accounting over a window
 
+/** The server's processes: every node of a `--nodes` cluster, else the one. */
+const pidsOf = (server) => server.pids ?? [server.pid];
+
+/** CPU time of all the server's processes (`processCpu` summed), or null when one is unreadable. */
+function serverCpu(server) {
+  const all = pidsOf(server).map(processCpu);
+  if (all.some((c) => !c)) return null;
+  return all.reduce((a, c) => ({ userMs: a.userMs + c.userMs, sysMs: a.sysMs + c.sysMs }), { userMs: 0, sysMs: 0 });
+}
+
+/** RSS of all the server's processes, summed (`{ rssKb }`), or null when one is unreadable. */
+function serverMemory(server) {
+  const all = pidsOf(server).map(memory);
+  if (all.some((m) => !m)) return null;
+  return { rssKb: all.reduce((a, m) => a + m.rssKb, 0) };
+}
+
 function cpuWindow(server) {
   const start = {
     t: now(),
-    server: processCpu(server.pid),
+    server: serverCpu(server),
     machine: machineCpuMs(),
     self: process.cpuUsage(),
   };
-  let peakRssKb = memory(server.pid)?.rssKb ?? NaN;
+  let peakRssKb = serverMemory(server)?.rssKb ?? NaN;
   const sampler = setInterval(() => {
-    const m = memory(server.pid);
+    const m = serverMemory(server);
     if (m && !(m.rssKb <= peakRssKb)) peakRssKb = m.rssKb;
   }, 200);
   return {
@@ -329,7 +355,7 @@ function cpuWindow(server) {
     end(reports) {
       clearInterval(sampler);
       const wallMs = now() - start.t;
-      const srv = start.server && processCpu(server.pid);
+      const srv = start.server && serverCpu(server);
       const serverMs = srv ? srv.userMs + srv.sysMs - start.server.userMs - start.server.sysMs : NaN;
       const serverSysMs = srv ? srv.sysMs - start.server.sysMs : NaN;
       const self = process.cpuUsage(start.self);
@@ -338,7 +364,7 @@ function cpuWindow(server) {
       const m = machineCpuMs();
       const machineBusyMs = m && start.machine ? m.busyMs - start.machine.busyMs : NaN;
       const machineTotalMs = m && start.machine ? m.totalMs - start.machine.totalMs : NaN;
-      const mem = memory(server.pid);
+      const mem = serverMemory(server);
       if (mem && !(mem.rssKb <= peakRssKb)) peakRssKb = mem.rssKb;
       return {
         wallMs,
@@ -449,6 +475,10 @@ async function fanout(opts, server, workers, runId, cores) {
   );
   if (conn.ok !== opts.sockets) {
     throw new Error(`only ${conn.ok}/${opts.sockets} receivers connected: ${JSON.stringify(conn.errors)}`);
+  }
+  if (server.urls) {
+    const perNode = await Promise.all(server.urls.map((url) => health({ url })));
+    console.log(`connect: sockets per node (GET /health) ${perNode.map((h) => h?.connections ?? '?').join(' / ')}`);
   }
   const senderSockets = await Promise.all(senders.map((s) => connectSender(server, s, roomIds[0])));
   const N = opts.sockets;
@@ -617,7 +647,7 @@ async function fanout(opts, server, workers, runId, cores) {
 
   const lines = [
     '',
-    `== fanout: ${R} group room(s), ${fmtInt(N)} ${opts.client} receiver sockets (${receivers.length} users x ${opts.perUser}), ${S} senders, ` +
+    `== fanout${opts.nodes > 1 ? ` on ${opts.nodes} nodes` : ''}: ${R} group room(s), ${fmtInt(N)} ${opts.client} receiver sockets (${receivers.length} users x ${opts.perUser}), ${S} senders, ` +
       `${opts.messages} messages @ ${opts.rate > 0 ? `${opts.rate} msg/s` : 'closed loop'} ==`,
     `messages sent   ${opts.messages} in ${fmtMs(lastSend - firstSend)} (${(opts.messages * 1000 / Math.max(1, lastSend - firstSend)).toFixed(1)} msg/s achieved)`,
     `deliveries      ${fmtInt(received)} / ${fmtInt(expected)} expected, lost ${fmtInt(lost)}, duplicates ${dups}, ` +
@@ -868,6 +898,8 @@ async function main() {
     console.error(`${err.message}\n\n${USAGE}`);
     process.exit(2);
   }
+  // A cluster's Redis and PostgreSQL are started once for all the runs of a comparison or search.
+  if (opts.nodes > 1 && (opts.compare || opts.search)) await shareInfra();
   if (opts.compare) return compare(argv, opts);
   if (opts.search) return search(argv, opts);
   const cores = (await import('node:os')).availableParallelism();
@@ -875,7 +907,7 @@ async function main() {
   const nSockets = opts.scenario === 'fanout' ? opts.sockets : opts.scenario === 'persist' ? opts.rooms * 2 : opts.connections;
   const limit = Number(opts.serverEnv.MAX_CONNECTIONS_PER_USER ?? 10);
   if (opts.perUser > limit) console.log(`warning: --per-user ${opts.perUser} exceeds MAX_CONNECTIONS_PER_USER (${limit})`);
-  opts.workers = Math.min(opts.workers, nSockets);
+  opts.workers = Math.max(opts.nodes, Math.min(opts.workers, nSockets));
 
   let server = null;
   let workers = [];
@@ -894,9 +926,14 @@ async function main() {
   });
 
   try {
-    server = process.env.SWITCHBOARD_URL ? await externalServer() : await spawnServer(opts.serverEnv, opts.server);
+    server = process.env.SWITCHBOARD_URL
+      ? await externalServer()
+      : opts.nodes > 1
+        ? await spawnCluster(opts.nodes, opts.serverEnv, opts.server)
+        : await spawnServer(opts.serverEnv, opts.server);
+    const where = server.urls ? `${server.urls.join(' ')} (${opts.nodes} nodes, Redis)` : server.url;
     console.log(
-      `server: ${opts.server} ${server.url}${server.external ? ' (external)' : ` pid ${server.pid}`}; node ${process.version}; ` +
+      `server: ${opts.server} ${where}${server.external ? ' (external)' : ` pid ${pidsOf(server).join(' ')}`}; node ${process.version}; ` +
         `${cores} cores; loadavg before ${loadavg()}; workers ${opts.workers}`,
     );
     workers = await startWorkers(opts.workers, opts.scenario === 'persist' ? 'persist-worker.mjs' : 'worker.mjs');
@@ -1079,7 +1116,7 @@ async function compare(argv, opts) {
   const rest = stripArgs(argv, ['--compare', '--server', '--json']);
   const runs = {};
   let failed = false;
-  for (const kind of SERVER_KINDS) {
+  for (const kind of opts.nodes > 1 ? CLUSTER_KINDS : SERVER_KINDS) {
     console.log(`\n######## --server ${kind} ########`);
     const out = await runChild([...rest, '--server', kind]);
     if (out) runs[kind] = out;
@@ -1097,7 +1134,7 @@ async function compare(argv, opts) {
   const ratio = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? `${(a / b).toFixed(2)}x` : 'n/a');
   const lines = [
     '',
-    `== compare: ${opts.scenario}, ${new Date().toISOString()}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), node ${process.version} ==`,
+    `== compare: ${opts.scenario}${opts.nodes > 1 ? ` on ${opts.nodes} nodes behind Redis` : ''}, ${new Date().toISOString()}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), node ${process.version} ==`,
     '| metric | switchboard | socketioxide | node | switchboard / socketioxide | switchboard / node |',
     '|---|---|---|---|---|---|',
   ];
