@@ -59,6 +59,10 @@ use crate::pipeline::{Event, journal};
 /// a batch that fails and is retried one message per transaction builds it again.
 pub type Announce = Arc<dyn Fn(&message::Model) -> Option<Event> + Send + Sync>;
 
+/// Fired once a message insert has its place in the group-commit queue: messages queued
+/// later get later seqs in their rooms and commit in the same batch or a later one.
+pub type Queued = oneshot::Sender<()>;
+
 /// A message insert's outcome: the row, and the event journaled with it (its id set), which
 /// the caller hands to the pipeline for delivery. `None` for a retry (announced the first
 /// time) or an insert without an [`Announce`].
@@ -148,11 +152,12 @@ impl WritePath {
     /// messages are queued: see the module documentation. `row.seq` is ignored (assigned
     /// here). Answers after the commit: the stored row, or the existing message with the same
     /// `(room, sender, client_message_id)` when this is a retry. With `announce`, the event it
-    /// builds is journaled in the same transaction.
+    /// builds is journaled in the same transaction. `queued` fires once the insert is queued.
     pub async fn insert_message(
         &self,
         row: message::Model,
         announce: Option<Announce>,
+        queued: Option<Queued>,
     ) -> Result<Committed, DbErr> {
         let (reply, mut answer) = oneshot::channel();
         self.lock_jobs().push(Job {
@@ -160,6 +165,9 @@ impl WritePath {
             announce,
             reply,
         });
+        if let Some(queued) = queued {
+            let _ = queued.send(());
+        }
         // Either an earlier holder of the turn takes our insert along, or we get the turn and
         // take it (and everyone queued behind it) ourselves.
         let permit = tokio::select! {

@@ -135,15 +135,17 @@ pub(super) async fn on_message<A: Adapter>(
     ack: AckSender<A>,
 ) {
     let EventCtx { core, user, .. } = &ctx;
-    ctx.respond("chat:message", ack, async {
+    let (queued, on_queued) = tokio::sync::oneshot::channel();
+    ctx.respond_queued("chat:message", ack, on_queued, async {
         let (room_id, body) = parse::<SendPayload>(data, Payload::Required)?.split();
         let emitter = ctx.emitter();
         let sent = core
             .chat
-            .send_announced(
+            .send_in_line(
                 user,
                 body.into_message(room_id),
                 Some(emitter.new_message()),
+                Some(queued),
             )
             .await?;
         emitter.message_sent(sent.event).await;

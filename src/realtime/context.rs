@@ -18,6 +18,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Event as EventName, Extension, SocketRef, State};
 use socketioxide::handler::{FromMessageParts, Value as RawValue};
 use socketioxide::socket::Socket;
+use tokio::sync::oneshot;
 
 use super::ack::{answer, respond};
 use super::budget::Refusal;
@@ -100,7 +101,40 @@ impl<A: Adapter> EventCtx<A> {
     where
         F: Future<Output = AppResult<Value>>,
     {
+        self.turn.wait_alone().await;
+        self.run(event, ack, body).await;
+    }
+
+    /// [`EventCtx::respond`] for an event ordered by its place in the write path's queue (a
+    /// `chat:message`): it starts once the earlier events started theirs — messages before it
+    /// may still wait for their commits — and lets the next event go as soon as `queued`
+    /// fires (see `order`).
+    pub async fn respond_queued<F>(
+        &self,
+        event: &'static str,
+        ack: AckSender<A>,
+        queued: oneshot::Receiver<()>,
+        body: F,
+    ) where
+        F: Future<Output = AppResult<Value>>,
+    {
         self.turn.wait().await;
+        let hand_over = async {
+            if queued.await.is_ok() {
+                self.turn.hand_over();
+            }
+        };
+        self.run(event, ack, async {
+            let (result, ()) = tokio::join!(body, hand_over);
+            result
+        })
+        .await;
+    }
+
+    async fn run<F>(&self, event: &'static str, ack: AckSender<A>, body: F)
+    where
+        F: Future<Output = AppResult<Value>>,
+    {
         let core = &self.core;
         if let Err(e) = core.db_status.check() {
             // Known down: answer at once rather than after the pool's acquire timeout.

@@ -10,6 +10,15 @@
 //! own admitted events. Each finished event hands over to exactly the next waiting one (its own
 //! [`Notify`]), so a backlog of n events costs n wakeups, not n².
 //!
+//! A `chat:message` is ordered by its place in the write path's queue, not by its commit: once
+//! it is queued ([`Turn::hand_over`]) the socket's next event may start while it waits for the
+//! commit, so a socket sending messages back to back gets them into one group commit instead
+//! of one commit each (on PostgreSQL a commit takes milliseconds: four senders of 125 msg/s
+//! each saturated it). Seqs still follow the socket's order, since the queue is first in, first
+//! committed. Every other event waits until no message of its socket is in flight
+//! ([`Turn::wait_alone`]), so it sees everything sent before it, as when each event waited for
+//! the previous one to finish; at most [`IN_FLIGHT_MAX`] messages of a socket are in flight.
+//!
 //! Nothing here is a task: an idle socket costs one small struct in its extensions.
 
 use std::collections::VecDeque;
@@ -24,6 +33,10 @@ use socketioxide::socket::Socket;
 use tokio::sync::Notify;
 
 use super::budget::{Budget, BudgetLimits, Refusal};
+
+/// Most messages of one socket waiting for their commits after handing over the turn; the
+/// next one keeps the turn until it is done, as every event did before.
+pub const IN_FLIGHT_MAX: u8 = 16;
 
 /// The turnstile of one socket, kept in its extensions.
 pub struct Sequencer {
@@ -46,6 +59,12 @@ struct State {
     /// Most events that may wait.
     depth: usize,
     budget: Budget,
+    /// Events that handed the turn over before they finished ([`Turn::hand_over`]) and have
+    /// not finished yet.
+    in_flight: u8,
+    /// The event holding the turn in [`Turn::wait_alone`], woken once `in_flight` is 0 (a slot
+    /// made only then: an idle socket pays for an empty option).
+    drain_waiter: Option<Arc<Slot>>,
 }
 
 /// The wait of one admitted event. Its state only changes under the sequencer's lock.
@@ -83,6 +102,8 @@ impl Sequencer {
                 waiting: VecDeque::new(),
                 depth: limits.depth,
                 budget: Budget::new(limits.budget, Instant::now()),
+                in_flight: 0,
+                drain_waiter: None,
             }),
             dropping: AtomicBool::new(false),
             opened_at: chrono::Utc::now(),
@@ -111,6 +132,7 @@ impl Sequencer {
         let refused = |refusal| Turn {
             kind: Kind::Refused(refusal),
             sequencer: None,
+            handed_over: AtomicBool::new(false),
         };
         if self.dropping.load(Ordering::Acquire) {
             return refused(Refusal {
@@ -139,6 +161,7 @@ impl Sequencer {
         Turn {
             kind,
             sequencer: Some(self.clone()),
+            handed_over: AtomicBool::new(false),
         }
     }
 
@@ -169,6 +192,9 @@ pub struct Turn {
     kind: Kind,
     /// `None` for refused events and sockets without a sequencer: nothing to release.
     sequencer: Option<Arc<Sequencer>>,
+    /// Gave the turn to the next event before finishing (counted in `in_flight`). Only
+    /// changed under the sequencer's lock.
+    handed_over: AtomicBool,
 }
 
 enum Kind {
@@ -200,6 +226,52 @@ impl Turn {
         }
     }
 
+    /// [`Turn::wait`], then until no earlier event of this socket is still in flight: for
+    /// every event but `chat:message`, so it sees what was sent before it.
+    pub async fn wait_alone(&self) {
+        self.wait().await;
+        let Some(sequencer) = &self.sequencer else {
+            return;
+        };
+        let slot = {
+            let mut state = sequencer.lock();
+            if state.in_flight == 0 {
+                return;
+            }
+            let slot = Arc::new(Slot {
+                state: AtomicU8::new(WAITING),
+                notify: Notify::new(),
+            });
+            state.drain_waiter = Some(slot.clone());
+            slot
+        };
+        while slot.state.load(Ordering::Acquire) != GRANTED {
+            slot.notify.notified().await;
+        }
+    }
+
+    /// Lets the socket's next event start before this one finished (what orders this one
+    /// is done: see the module documentation). Does nothing unless this event holds the turn,
+    /// once it was called before, or while [`IN_FLIGHT_MAX`] handed-over events are running.
+    pub fn hand_over(&self) {
+        let Some(sequencer) = &self.sequencer else {
+            return;
+        };
+        let holding = match &self.kind {
+            Kind::Holding => true,
+            Kind::Waiting(slot) => slot.state.load(Ordering::Acquire) == GRANTED,
+            Kind::Refused(_) => false,
+        };
+        let mut state = sequencer.lock();
+        if !holding || self.handed_over.load(Ordering::Acquire) || state.in_flight >= IN_FLIGHT_MAX
+        {
+            return;
+        }
+        self.handed_over.store(true, Ordering::Release);
+        state.in_flight += 1;
+        Sequencer::pass_on(&mut state);
+    }
+
     #[cfg(test)]
     fn granted(&self) -> bool {
         match &self.kind {
@@ -216,6 +288,18 @@ impl Drop for Turn {
             return;
         };
         let mut state = sequencer.lock();
+        if self.handed_over.load(Ordering::Acquire) {
+            // The turn went on already; this one only stops being in flight.
+            state.in_flight -= 1;
+            if state.in_flight == 0
+                && let Some(waiter) = state.drain_waiter.take()
+            {
+                waiter.state.store(GRANTED, Ordering::Release);
+                // Stores a permit when it is not waiting yet: no wakeup is lost.
+                waiter.notify.notify_one();
+            }
+            return;
+        }
         match &self.kind {
             Kind::Holding => Sequencer::pass_on(&mut state),
             Kind::Waiting(slot) => {
@@ -244,6 +328,7 @@ impl<A: Adapter> FromMessageParts<A> for Turn {
             None => Turn {
                 kind: Kind::Holding,
                 sequencer: None,
+                handed_over: AtomicBool::new(false),
             },
         })
     }
@@ -267,6 +352,62 @@ mod tests {
         second.wait().await;
         drop(second);
         third.wait().await;
+    }
+
+    #[tokio::test]
+    async fn a_handed_over_turn_lets_the_next_event_start_and_one_waiting_alone_waits_for_it() {
+        let sequencer = Arc::new(Sequencer::default());
+        let (message, next, alone) = (sequencer.ticket(), sequencer.ticket(), sequencer.ticket());
+        message.wait().await;
+        message.hand_over();
+        // The next one starts while the first is still running…
+        next.wait().await;
+        next.hand_over();
+        // …and one that must see them both gets the turn, then waits until both finished.
+        {
+            let waits = alone.wait_alone();
+            tokio::pin!(waits);
+            assert!(futures::poll!(&mut waits).is_pending());
+            drop(message);
+            assert!(
+                futures::poll!(&mut waits).is_pending(),
+                "one is still in flight"
+            );
+            drop(next);
+            waits.await;
+        }
+        // Dropped, it passes the turn on as any event does.
+        let after = sequencer.ticket();
+        assert!(!after.granted());
+        drop(alone);
+        assert!(after.granted());
+    }
+
+    #[tokio::test]
+    async fn at_most_in_flight_max_events_hand_over_at_once() {
+        let sequencer = Arc::new(Sequencer::default());
+        let mut running = Vec::new();
+        for _ in 0..IN_FLIGHT_MAX {
+            let turn = sequencer.ticket();
+            turn.wait().await;
+            turn.hand_over();
+            running.push(turn);
+        }
+        let last = sequencer.ticket();
+        last.wait().await;
+        last.hand_over();
+        let next = sequencer.ticket();
+        assert!(
+            !next.granted(),
+            "the turn stays with the event over the limit"
+        );
+        drop(running.pop());
+        assert!(
+            !next.granted(),
+            "a slot coming free does not hand it over by itself"
+        );
+        drop(last);
+        assert!(next.granted());
     }
 
     #[tokio::test]

@@ -10,6 +10,9 @@ use entity::{message, room, room_member};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 use switchboard::domain::chat::NewMessage;
 
+use serde_json::json;
+
+use crate::common::socket::PollingSocket;
 use crate::common::{Backend, TestApp, group, spawn_app_with, user};
 
 fn text(room_id: &str, content: String, client_id: Option<String>) -> NewMessage {
@@ -378,4 +381,53 @@ async fn a_message_is_stored_only_with_its_announcement(backend: Backend) {
         .expect("reading the room")
         .expect("the room");
     assert_eq!(room.last_seq, 1, "the failed message took no seq");
+}
+
+/// SQLite only (its turn holds batches back): a socket's `chat:message`s sent back to back all
+/// queue for one group commit instead of each waiting for the previous one's commit, and still
+/// take seqs in the order the socket sent them; an event of another kind sent after them
+/// (`chat:sync`) waits until they are stored, so it sees them.
+#[tokio::test]
+async fn sqlite_one_sockets_messages_queue_together_and_later_events_see_them() {
+    let app = spawn_app_with(Backend::Sqlite, &["--rate-limit-per-minute", "100000"]).await;
+    let room_id = group(&app, "gc-p", &["gc-q".to_owned()]).await;
+    let (mut socket, _) = PollingSocket::connect(&app.address, &app.token("gc-p"))
+        .await
+        .expect("connecting");
+
+    let turn = app.core.writes.turn().await.expect("the turn");
+    let mut acks = Vec::new();
+    for i in 0..3 {
+        let message = json!({ "roomId": room_id, "message": format!("m{i}") });
+        acks.push(socket.emit_asking_ack("chat:message", message).await);
+    }
+    // Without the hand-over only the first would queue; the others would wait for its commit.
+    until_queued(&app, 3).await;
+    let sync = json!({ "roomId": room_id, "afterSeq": 0 });
+    let sync = socket.emit_asking_ack("chat:sync", sync).await;
+    drop(turn);
+
+    for (i, id) in acks.into_iter().enumerate() {
+        let ack = socket.ack(id).await;
+        assert_eq!(ack["ok"], true, "{ack}");
+        assert_eq!(ack["message"]["content"], format!("m{i}"));
+        assert_eq!(
+            ack["message"]["seq"],
+            i as i64 + 1,
+            "seqs in the order sent: {ack}"
+        );
+    }
+    let synced = socket.ack(sync).await;
+    let contents: Vec<&str> = synced["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(
+        contents,
+        ["m0", "m1", "m2"],
+        "the sync came after the messages: {synced}"
+    );
+    socket.close().await;
 }

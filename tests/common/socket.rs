@@ -181,10 +181,22 @@ impl PollingSocket {
     /// Emits `event` with `data` and waits for its ack. Every packet the server sent this
     /// socket before the ack is queued by then, so `has_received` after it sees them.
     pub async fn emit_with_ack(&mut self, event: &str, data: Value) -> Value {
+        let id = self.emit_asking_ack(event, data).await;
+        self.ack(id).await
+    }
+
+    /// Emits `event` with `data` asking for an ack, without waiting for it: the ack's id, for
+    /// [`PollingSocket::ack`].
+    pub async fn emit_asking_ack(&mut self, event: &str, data: Value) -> u64 {
         let id = self.next_ack;
         self.next_ack += 1;
         self.send(&format!("2{NAMESPACE},{id}{}", json!([event, data])))
             .await;
+        id
+    }
+
+    /// Waits for the ack with this id (from [`PollingSocket::emit_asking_ack`]).
+    pub async fn ack(&mut self, id: u64) -> Value {
         let prefix = format!("3{NAMESPACE},{id}[");
         let packet = self.next_packet(|p| p.starts_with(&prefix)).await;
         let args: Value =

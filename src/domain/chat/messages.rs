@@ -16,7 +16,7 @@ use super::model::{Message, MessageType};
 use super::{ChatService, is_unique_violation, new_id};
 use crate::auth::AuthUser;
 use crate::error::{AppError, AppResult};
-use crate::write_path::{Announce, Committed};
+use crate::write_path::{Announce, Committed, Queued};
 
 /// A message to send, as given by a client.
 #[derive(Clone, Debug)]
@@ -72,6 +72,19 @@ impl ChatService {
         input: NewMessage,
         announce: Option<Announce>,
     ) -> AppResult<Sent> {
+        self.send_in_line(sender, input, announce, None).await
+    }
+
+    /// [`ChatService::send_announced`], firing `queued` once the message has its place in the
+    /// write path's queue (its seq then follows every message queued before it), or dropping
+    /// it unfired when the message is refused first: a socket lets its next event start then.
+    pub async fn send_in_line(
+        &self,
+        sender: &AuthUser,
+        input: NewMessage,
+        announce: Option<Announce>,
+        queued: Option<Queued>,
+    ) -> AppResult<Sent> {
         self.require_member(&input.room_id, &sender.id).await?;
         let message_type = input.message_type.unwrap_or(MessageType::Text);
         if message_type == MessageType::System {
@@ -125,7 +138,7 @@ impl ChatService {
             edited_at: None,
             deleted: false,
         };
-        match self.writes.insert_message(row, announce).await {
+        match self.writes.insert_message(row, announce, queued).await {
             Ok(Committed {
                 inserted: Inserted::Stored(stored),
                 event,
