@@ -234,6 +234,11 @@ pub struct Config {
     /// of WAL copied and synced at once held up the commits around it (see `db::checkpointer`).
     #[arg(long, env = "SQLITE_CHECKPOINT_INTERVAL_MS", default_value_t = 100)]
     pub sqlite_checkpoint_interval_ms: u64,
+    /// How often new messages are added to SQLite's full-text index, in batches, after their
+    /// commits (`domain::chat::search_index`); 0 = only when someone searches. A search always
+    /// indexes what is pending first, so this only bounds the work a search may find waiting.
+    #[arg(long, env = "SEARCH_INDEX_INTERVAL_MS", default_value_t = 500)]
+    pub search_index_interval_ms: u64,
     /// How often freed heap memory is handed back to the OS (glibc's `malloc_trim`); 0 = never.
     #[arg(long, env = "HEAP_TRIM_INTERVAL_MS", default_value_t = 30_000)]
     pub heap_trim_interval_ms: u64,

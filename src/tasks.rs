@@ -34,6 +34,7 @@ pub fn spawn_all<A: Adapter>(io: SocketIo<A>, core: Arc<Core>) {
     tokio::spawn(crate::outbound::webhook::run(core.clone()));
     tokio::spawn(crate::heap::trimmer(core.clone()));
     tokio::spawn(crate::db::checkpointer(core.clone()));
+    tokio::spawn(crate::domain::chat::search_index::indexer(core.clone()));
     tokio::spawn(notification_purger(core));
 }
 

@@ -11,6 +11,7 @@ mod m20261201_000002_message_search_id;
 mod m20261201_000003_event_journal;
 mod m20261201_000004_push_subscriptions;
 mod m20261201_000005_webhook_deliveries;
+mod m20261206_000001_deferred_search_index;
 
 /// Every migration in the order it must run.
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000003_event_journal::Migration),
             Box::new(m20261201_000004_push_subscriptions::Migration),
             Box::new(m20261201_000005_webhook_deliveries::Migration),
+            Box::new(m20261206_000001_deferred_search_index::Migration),
         ]
     }
 }

@@ -8,6 +8,7 @@ mod messages;
 pub mod model;
 mod receipts;
 pub(crate) mod rooms;
+pub mod search_index;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
