@@ -47,8 +47,8 @@ use std::sync::{Arc, Mutex};
 
 use entity::message;
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, TransactionError,
-    TransactionTrait,
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    SqliteTransactionMode, TransactionError, TransactionOptions, TransactionTrait,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
@@ -262,7 +262,7 @@ impl WritePath {
     /// Inserts the jobs' rows and journals their announcements in one transaction.
     async fn commit_rows(&self, jobs: &[Job]) -> Result<Vec<Result<Committed, DbErr>>, DbErr> {
         let rows: Vec<message::Model> = jobs.iter().map(|j| j.row.clone()).collect();
-        let tx = self.db.begin().await?;
+        let tx = self.open().await?;
         let mut batch = prepare_batch(&tx, rows).await?;
         // The announcements in job order, and which jobs have one.
         let mut events = Vec::new();
@@ -331,7 +331,7 @@ impl WritePath {
     /// Waits for the turn, then opens a transaction that keeps it until commit.
     pub async fn begin(&self) -> Result<WriteTx, DbErr> {
         let permit = self.permit().await?;
-        let tx = self.db.begin().await?;
+        let tx = self.open().await?;
         Ok(WriteTx {
             tx,
             _permit: permit,
@@ -350,7 +350,30 @@ impl WritePath {
         E: std::fmt::Display + std::fmt::Debug + Send,
     {
         let _permit = self.permit().await.map_err(TransactionError::Connection)?;
-        self.db.transaction(callback).await
+        let tx = self.open().await.map_err(TransactionError::Connection)?;
+        match callback(&tx).await {
+            Ok(value) => {
+                tx.commit().await.map_err(TransactionError::Connection)?;
+                Ok(value)
+            }
+            Err(e) => {
+                tx.rollback().await.map_err(TransactionError::Connection)?;
+                Err(TransactionError::Transaction(e))
+            }
+        }
+    }
+
+    /// A transaction on the write connection; on SQLite `BEGIN IMMEDIATE`, holding the file's
+    /// write lock from the start. The turn orders this process's writes only: a transaction
+    /// that began as a reader and then wanted to write after another process (another node
+    /// on the same file, a `sqlite3` shell) had committed failed at once with "database is
+    /// locked", where taking the lock first waits for it (`SQLITE_BUSY_TIMEOUT_MS`).
+    async fn open(&self) -> Result<DatabaseTransaction, DbErr> {
+        let immediate = TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..TransactionOptions::default()
+        };
+        self.db.begin_with_options(immediate).await
     }
 
     async fn permit(&self) -> Result<Option<OwnedSemaphorePermit>, DbErr> {

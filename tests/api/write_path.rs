@@ -557,3 +557,53 @@ async fn sqlite_a_search_with_nothing_to_index_takes_no_write_turn() {
     drop(held);
     assert_eq!(found.first().map(|m| m.id.as_str()), Some(sent.as_str()));
 }
+
+/// Two nodes on one SQLite file (as the cluster tests run them): one keeps indexing for search
+/// while the other stores messages from several senders at once. Each node's write turn only
+/// orders its own writes; a transaction that began as a reader and then found the file written
+/// by the other node failed at once ("database is locked", never waiting), so messages failed
+/// whenever the other node's indexer committed between a batch's first read and its writes.
+#[tokio::test]
+async fn sqlite_two_nodes_on_one_file_write_while_the_other_indexes() {
+    let nodes = crate::common::spawn_cluster(
+        Backend::Sqlite,
+        2,
+        &[
+            "--search-index-interval-ms",
+            "1",
+            "--rate-limit-per-minute",
+            "100000",
+        ],
+    )
+    .await;
+    let room_id = group(&nodes[0], "two-0", &["two-1".to_owned()]).await;
+    let mut senders = Vec::new();
+    for s in 0..4 {
+        let core = nodes[0].core.clone();
+        let room_id = room_id.clone();
+        senders.push(tokio::spawn(async move {
+            for i in 0..50 {
+                core.chat
+                    .send_message(
+                        &user("two-0"),
+                        NewMessage {
+                            room_id: room_id.clone(),
+                            content: format!("sender {s} message {i}"),
+                            message_type: None,
+                            reply_to_id: None,
+                            client_message_id: None,
+                        },
+                    )
+                    .await
+                    .map_err(|e| format!("sender {s}, message {i}: {e}"))?;
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    for sender in senders {
+        sender
+            .await
+            .expect("a sender task")
+            .expect("every message stored");
+    }
+}

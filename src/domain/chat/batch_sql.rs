@@ -36,9 +36,9 @@ const LOOKUP_POSTGRES: &str = "SELECT m.* FROM json_array_elements($1::json) AS 
 /// client_message_id]` key (by index `i`) already stored, a retry. On PostgreSQL the rooms are
 /// locked in id order (`FOR UPDATE`), so concurrent batches of several nodes lock shared rooms
 /// in the same order and cannot deadlock, and the counters read cannot move until the commit;
-/// a row another batch held is read as that batch committed it. On SQLite this process is the
-/// only writer (the write path's turn), and another process that wrote meanwhile would make
-/// the transaction's first write fail.
+/// a row another batch held is read as that batch committed it. On SQLite the transaction
+/// holds the file's write lock from its `BEGIN IMMEDIATE` ([`crate::write_path`]), so no
+/// other connection, of this process or another, can move a counter between read and bump.
 const FRONT_SQLITE: &str = "SELECT id, last_seq FROM rooms \
      WHERE id IN (SELECT value FROM json_each(?)) \
      UNION ALL SELECT NULL, j.key FROM json_each(?) AS j WHERE EXISTS (SELECT 1 FROM messages \
