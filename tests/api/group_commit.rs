@@ -224,7 +224,7 @@ async fn sqlite_a_batch_answers_retries_and_repeats_with_the_stored_message() {
 /// compare and sort wrongly against rows written by the rest of the code).
 async fn a_batched_row_is_stored_as_sea_orm_stores_it(backend: Backend) {
     use chrono::TimeZone;
-    use sea_orm::{ActiveModelTrait, TransactionTrait};
+    use sea_orm::ActiveModelTrait;
 
     let app = spawn_app_with(backend, &[]).await;
     let room_id = group(&app, "rt-a", &["rt-b".to_owned()]).await;
@@ -253,7 +253,9 @@ async fn a_batched_row_is_stored_as_sea_orm_stores_it(backend: Backend) {
         .await
         .expect("the reference row");
 
-    let tx = app.core.db.begin().await.expect("a transaction");
+    // On the write path, as every write: a transaction on a pooled reader would race the
+    // writer connection (the search indexer writes in the background).
+    let tx = app.core.writes.begin().await.expect("a transaction");
     let given = model("batched", 0, Some("rt-client"));
     let results = switchboard::domain::chat::insert_batch(&tx, vec![given.clone()])
         .await
