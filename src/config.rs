@@ -236,7 +236,8 @@ pub struct Config {
     pub sqlite_checkpoint_interval_ms: u64,
     /// How often new messages are added to SQLite's full-text index, in batches, after their
     /// commits (`domain::chat::search_index`); 0 = only when someone searches. A search always
-    /// indexes what is pending first, so this only bounds the work a search may find waiting.
+    /// indexes what is pending first, so this bounds the work a search may find waiting (with
+    /// 0, everything sent since the last search).
     #[arg(long, env = "SEARCH_INDEX_INTERVAL_MS", default_value_t = 500)]
     pub search_index_interval_ms: u64,
     /// How often freed heap memory is handed back to the OS (glibc's `malloc_trim`); 0 = never.
