@@ -87,9 +87,6 @@ pub struct WritePath {
     gate: Option<Arc<Semaphore>>,
     /// Message inserts waiting for a group commit.
     messages: Arc<MessageQueue>,
-    /// One catch-up of SQLite's search index at a time
-    /// ([`crate::domain::chat::search_index`]).
-    search_indexing: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The group-commit queue of message inserts.
@@ -139,12 +136,7 @@ impl WritePath {
             jobs: Mutex::new(Vec::new()),
             batch_gate: (!sqlite).then(|| Arc::new(Semaphore::new(1))),
         });
-        Self {
-            db,
-            gate,
-            messages,
-            search_indexing: Arc::default(),
-        }
+        Self { db, gate, messages }
     }
 
     /// Runs every write on `writer` (on SQLite, the one connection of [`crate::db::writer`])
@@ -193,17 +185,6 @@ impl WritePath {
         }
         drop(permit);
         answer.await.unwrap_or_else(|_| Err(abandoned()))
-    }
-
-    /// The database the writes go to.
-    pub fn backend(&self) -> DbBackend {
-        self.db.get_database_backend()
-    }
-
-    /// Waits until no other catch-up of the search index runs, and keeps it that way until
-    /// dropped.
-    pub async fn search_indexing(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.search_indexing.lock().await
     }
 
     /// Message inserts queued for the next group commit (tests and diagnostics).

@@ -29,6 +29,10 @@ UPDATE messages SET search_id = rowid;
 CREATE UNIQUE INDEX idx_messages_search_id ON messages (search_id);
 CREATE VIRTUAL TABLE messages_fts USING fts5(content, content='messages', content_rowid='search_id');
 INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');
+"#;
+
+/// The triggers that go with [`SQLITE_UP`]; `m20261206_000001` puts them back on its way down.
+pub(crate) const SQLITE_TRIGGERS: &str = r#"
 CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
     UPDATE messages SET search_id = (SELECT coalesce(max(search_id), 0) + 1 FROM messages)
         WHERE id = new.id;
@@ -77,7 +81,9 @@ impl MigrationTrait for Migration {
 
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
         if m.get_database_backend() == DatabaseBackend::Sqlite {
-            m.get_connection().execute_unprepared(SQLITE_UP).await?;
+            let db = m.get_connection();
+            db.execute_unprepared(SQLITE_UP).await?;
+            db.execute_unprepared(SQLITE_TRIGGERS).await?;
         }
         Ok(())
     }

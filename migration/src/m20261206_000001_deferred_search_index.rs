@@ -14,6 +14,8 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::DatabaseBackend;
 
+use crate::m20261201_000002_message_search_id::SQLITE_TRIGGERS;
+
 pub struct Migration;
 
 impl MigrationName for Migration {
@@ -40,7 +42,7 @@ END;
 "#;
 
 /// Indexes what is pending (numbered after every indexed row, in insertion order), then puts
-/// back the triggers of `m20261201_000002`.
+/// back the triggers of `m20261201_000002` ([`SQLITE_TRIGGERS`], run after this).
 const SQLITE_DOWN: &str = r#"
 UPDATE messages SET search_id = n.search_id FROM (
     SELECT id, (SELECT coalesce(max(search_id), 0) FROM messages)
@@ -50,21 +52,6 @@ UPDATE messages SET search_id = n.search_id FROM (
 DROP TRIGGER IF EXISTS messages_fts_update;
 DROP TRIGGER IF EXISTS messages_fts_delete;
 INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');
-CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
-    UPDATE messages SET search_id = (SELECT coalesce(max(search_id), 0) + 1 FROM messages)
-        WHERE id = new.id;
-    INSERT INTO messages_fts(rowid, content)
-        SELECT search_id, content FROM messages WHERE id = new.id;
-END;
-CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
-    INSERT INTO messages_fts(messages_fts, rowid, content)
-        VALUES ('delete', old.search_id, old.content);
-END;
-CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
-    INSERT INTO messages_fts(messages_fts, rowid, content)
-        VALUES ('delete', old.search_id, old.content);
-    INSERT INTO messages_fts(rowid, content) VALUES (new.search_id, new.content);
-END;
 "#;
 
 #[async_trait::async_trait]
@@ -82,7 +69,9 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         if m.get_database_backend() == DatabaseBackend::Sqlite {
-            m.get_connection().execute_unprepared(SQLITE_DOWN).await?;
+            let db = m.get_connection();
+            db.execute_unprepared(SQLITE_DOWN).await?;
+            db.execute_unprepared(SQLITE_TRIGGERS).await?;
         }
         Ok(())
     }

@@ -6,17 +6,7 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DbErr,
 use serde_json::{Value, json};
 use switchboard::domain::chat::{NewRoom, RoomType};
 
-use crate::common::{Backend, TestApp, spawn_app};
-
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    let db = &app.core.db;
-    let row = db
-        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .unwrap_or_else(|| panic!("{sql}: no row"));
-    row.try_get_by_index::<i64>(0).expect("a count")
-}
+use crate::common::{Backend, TestApp, count, spawn_app};
 
 async fn post(app: &TestApp, user: &str, path: &str, body: Value) -> reqwest::Response {
     app.client

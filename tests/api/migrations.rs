@@ -268,33 +268,19 @@ backend_tests!(
 #[tokio::test]
 async fn sqlite_pending_messages_are_indexed_when_the_deferred_index_is_undone() {
     let app =
-        crate::common::spawn_app_with(Backend::Sqlite, &["--search-index-interval-ms", "0"]).await;
-    let db = &session(&app).await;
+        &crate::common::spawn_app_with(Backend::Sqlite, &["--search-index-interval-ms", "0"]).await;
+    let db = &session(app).await;
     let (room, _) = app
         .core
         .chat
         .create_room("alice", direct_with("bob"))
         .await
         .expect("a room");
-    let send = |content: &'static str| {
-        let message = switchboard::domain::chat::NewMessage {
-            room_id: room.id.clone(),
-            content: content.to_owned(),
-            message_type: None,
-            reply_to_id: None,
-            client_message_id: None,
-        };
-        let chat = &app.core.chat;
-        async move {
-            chat.send_message(&crate::common::user("alice"), message)
-                .await
-                .expect("sending")
-        }
-    };
+    let send = |text: &'static str| crate::common::send_text(app, "alice", &room.id, text);
     send("pending plum").await;
     let matches = |word: &str| {
         let sql = format!("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH '{word}'");
-        async move { count_sql(db, &sql).await }
+        async move { crate::common::count(app, &sql).await }
     };
     assert_eq!(matches("plum").await, 0, "pending, not indexed yet");
     Migrator::down(
@@ -321,13 +307,4 @@ async fn sqlite_pending_messages_are_indexed_when_the_deferred_index_is_undone()
         .expect("searching");
     let contents: Vec<&str> = found.iter().map(|m| m.content.as_str()).collect();
     assert_eq!(contents, ["deferred plum", "pending plum"]);
-}
-
-async fn count_sql(db: &DatabaseConnection, sql: &str) -> i64 {
-    db.query_one_raw(Statement::from_string(db.get_database_backend(), sql))
-        .await
-        .expect("counting")
-        .expect("a count")
-        .try_get_by_index::<i64>(0)
-        .expect("an integer")
 }

@@ -9,7 +9,7 @@ use switchboard::domain::feed::{Audience, NewActivity};
 use switchboard::domain::notifications::NewNotification;
 use switchboard::domain::{follows, users};
 
-use crate::common::{Backend, TestApp, group, spawn_app_with, user};
+use crate::common::{Backend, TestApp, count, group, send_text, spawn_app_with, user};
 
 const SERVICE_KEY: &str = "service-key-for-the-write-path-test-0";
 const USERS: usize = 48;
@@ -424,40 +424,8 @@ async fn the_wal_is_checkpointed_in_the_background() {
     });
 }
 
-/// Rows of `sql` (a `count(*)`) on the app's database.
-async fn sqlite_count(app: &TestApp, sql: &str) -> i64 {
-    use sea_orm::{ConnectionTrait, DbBackend, Statement};
-    app.core
-        .db
-        .query_one_raw(Statement::from_string(DbBackend::Sqlite, sql))
-        .await
-        .expect("counting")
-        .expect("a count")
-        .try_get_by_index::<i64>(0)
-        .expect("an integer")
-}
-
 const PENDING: &str = "SELECT count(*) FROM messages WHERE search_id IS NULL";
 const INDEXED: &str = "SELECT count(*) FROM messages_fts";
-
-async fn send_text(app: &TestApp, from: &str, room_id: &str, text: &str) -> String {
-    app.core
-        .chat
-        .send_message(
-            &user(from),
-            NewMessage {
-                room_id: room_id.to_owned(),
-                content: text.to_owned(),
-                message_type: None,
-                reply_to_id: None,
-                client_message_id: None,
-            },
-        )
-        .await
-        .expect("sending")
-        .message
-        .id
-}
 
 /// A message's commit leaves SQLite's full-text index alone (its row is marked pending), and
 /// the next search indexes it first, with whatever its content is by then: an edit or a delete
@@ -467,15 +435,11 @@ async fn sqlite_search_indexes_after_the_commit_and_finds_what_was_sent_before()
     let app = spawn_app_with(Backend::Sqlite, &["--search-index-interval-ms", "0"]).await;
     let chat = &app.core.chat;
     let room_id = group(&app, "fts-0", &["fts-1".to_owned()]).await;
-    let kept = send_text(&app, "fts-0", &room_id, "plain apple").await;
-    let edited = send_text(&app, "fts-0", &room_id, "apple banana").await;
-    let deleted = send_text(&app, "fts-1", &room_id, "apple cherry").await;
-    assert_eq!(
-        sqlite_count(&app, PENDING).await,
-        3,
-        "indexed in the commit"
-    );
-    assert_eq!(sqlite_count(&app, INDEXED).await, 0);
+    let kept = send_text(&app, "fts-0", &room_id, "plain apple").await.id;
+    let edited = send_text(&app, "fts-0", &room_id, "apple banana").await.id;
+    let deleted = send_text(&app, "fts-1", &room_id, "apple cherry").await.id;
+    assert_eq!(count(&app, PENDING).await, 3, "indexed in the commit");
+    assert_eq!(count(&app, INDEXED).await, 0);
 
     chat.edit_message("fts-0", &room_id, &edited, "durian")
         .await
@@ -497,11 +461,7 @@ async fn sqlite_search_indexes_after_the_commit_and_finds_what_was_sent_before()
         [kept.as_str()],
         "old words of an edit"
     );
-    assert_eq!(
-        sqlite_count(&app, PENDING).await,
-        0,
-        "the search indexed them"
-    );
+    assert_eq!(count(&app, PENDING).await, 0, "the search indexed them");
     assert_eq!(found("durian").await, [edited.as_str()]);
     assert!(found("cherry").await.is_empty(), "a deleted message");
 
@@ -530,13 +490,13 @@ async fn sqlite_the_search_index_catches_up_in_the_background() {
     let room_id = group(&app, "bg-0", &["bg-1".to_owned()]).await;
     send_text(&app, "bg-0", &room_id, "fig grape").await;
     tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        while sqlite_count(&app, PENDING).await > 0 {
+        while count(&app, PENDING).await > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     })
     .await
     .expect("the indexer indexed the message");
-    assert_eq!(sqlite_count(&app, INDEXED).await, 1);
+    assert_eq!(count(&app, INDEXED).await, 1);
 }
 
 /// A search with nothing left to index takes no write turn: the test holds the turn, and the
@@ -545,7 +505,7 @@ async fn sqlite_the_search_index_catches_up_in_the_background() {
 async fn sqlite_a_search_with_nothing_to_index_takes_no_write_turn() {
     let app = spawn_app_with(Backend::Sqlite, &["--search-index-interval-ms", "0"]).await;
     let room_id = group(&app, "st-0", &["st-1".to_owned()]).await;
-    let sent = send_text(&app, "st-0", &room_id, "kiwi").await;
+    let sent = send_text(&app, "st-0", &room_id, "kiwi").await.id;
     let search = || app.core.chat.search("st-1", &room_id, "kiwi", 10);
     assert_eq!(search().await.expect("the first search").len(), 1);
 

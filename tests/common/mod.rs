@@ -321,3 +321,40 @@ pub async fn group(app: &TestApp, owner: &str, others: &[String]) -> String {
         .unwrap_or_else(|e| panic!("creating a room: {e:?}"));
     room.id
 }
+
+/// The one integer `sql` (a `count(*)`) reads on the app's database.
+pub async fn count(app: &TestApp, sql: &str) -> i64 {
+    use sea_orm::ConnectionTrait;
+    let db = &app.core.db;
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            sql,
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap_or_else(|| panic!("{sql}: no row"));
+    row.try_get_by_index::<i64>(0).expect("a count")
+}
+
+/// A text message from `from` to the room, through the chat service; the stored message.
+pub async fn send_text(
+    app: &TestApp,
+    from: &str,
+    room_id: &str,
+    text: &str,
+) -> switchboard::domain::chat::Message {
+    let message = switchboard::domain::chat::NewMessage {
+        room_id: room_id.to_owned(),
+        content: text.to_owned(),
+        message_type: None,
+        reply_to_id: None,
+        client_message_id: None,
+    };
+    app.core
+        .chat
+        .send_message(&user(from), message)
+        .await
+        .unwrap_or_else(|e| panic!("{from} sending {text:?}: {e:?}"))
+        .message
+}

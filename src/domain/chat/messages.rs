@@ -318,7 +318,7 @@ impl ChatService {
         }
         let backend = self.db.get_database_backend();
         // Whatever was stored before the search is found by it (see `search_index`).
-        super::search_index::catch_up(&self.writes, &self.db).await?;
+        self.index_for_search().await?;
         let statement = match backend {
             DatabaseBackend::Postgres => Statement::from_sql_and_values(
                 backend,

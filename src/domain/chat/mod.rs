@@ -66,6 +66,8 @@ pub struct ChatService {
     bus: Arc<dyn CacheBus>,
     /// Every write of the chat rules goes through here.
     writes: WritePath,
+    /// One catch-up of SQLite's search index at a time ([`ChatService::index_for_search`]).
+    search_indexing: tokio::sync::Mutex<()>,
 }
 
 impl ChatService {
@@ -86,7 +88,17 @@ impl ChatService {
             bus,
             writes,
             db,
+            search_indexing: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Adds every message stored so far to SQLite's full-text index ([`search_index`]); returns
+    /// how many were pending. One catch-up runs at a time, so a flood of searches queues here,
+    /// one indexing transaction at a time between the commits, instead of taking write turn
+    /// after write turn. A no-op on PostgreSQL.
+    pub async fn index_for_search(&self) -> Result<u64, sea_orm::DbErr> {
+        let _alone = self.search_indexing.lock().await;
+        search_index::catch_up(&self.writes, &self.db).await
     }
 
     /// The room's type and members, from the cache or the database. `NOT_FOUND` if no room.

@@ -5,8 +5,8 @@
 //! pages a one-message commit wrote; a segment per batch costs a few pages for dozens of
 //! messages, and it is paid off the messages' path.
 //!
-//! [`indexer`] catches up every `SEARCH_INDEX_INTERVAL_MS`, and a search catches up first, so
-//! it finds every message stored before it. PostgreSQL keeps its `tsvector` in the row: there
+//! [`indexer`] catches up every `SEARCH_INDEX_INTERVAL_MS`, and a search catches up first
+//! ([`super::ChatService::index_for_search`]), so it finds every message stored before it. PostgreSQL keeps its `tsvector` in the row: there
 //! both are no-ops.
 
 use std::sync::Arc;
@@ -40,14 +40,15 @@ const INDEX: &str = "INSERT INTO messages_fts(rowid, content) \
 /// Indexes every message stored so far that is not yet; returns how many. Nothing pending (a
 /// probe on `reader`) costs no write turn. Otherwise each batch is a transaction on the write
 /// path, which waits for the commit in progress and holds the next ones back only for its own
-/// short write; one catch-up runs at a time, so a flood of searches queues here, one indexing
-/// transaction at a time between the commits, instead of taking turn after turn.
-pub async fn catch_up(writes: &WritePath, reader: &DatabaseConnection) -> Result<u64, DbErr> {
+/// short write. Callers serialise it: [`crate::domain::chat::ChatService::index_for_search`].
+pub(super) async fn catch_up(
+    writes: &WritePath,
+    reader: &DatabaseConnection,
+) -> Result<u64, DbErr> {
     let mut indexed = 0;
-    if writes.backend() != DbBackend::Sqlite {
+    if reader.get_database_backend() != DbBackend::Sqlite {
         return Ok(indexed);
     }
-    let _alone = writes.search_indexing().await;
     let pending = reader
         .query_one_raw(Statement::from_string(DbBackend::Sqlite, ANY_PENDING))
         .await?
@@ -95,7 +96,7 @@ pub async fn catch_up(writes: &WritePath, reader: &DatabaseConnection) -> Result
 /// searches do), on SQLite only.
 pub async fn indexer(core: Arc<Core>) {
     let every = core.config.search_index_interval_ms;
-    if every == 0 || core.writes.backend() != DbBackend::Sqlite {
+    if every == 0 || core.db.get_database_backend() != DbBackend::Sqlite {
         return;
     }
     tracing::info!(task = "search_indexer", every_ms = every, "started");
@@ -106,7 +107,7 @@ pub async fn indexer(core: Arc<Core>) {
             _ = tick.tick() => {}
             () = core.shutdown.cancelled() => break,
         }
-        match catch_up(&core.writes, &core.db).await {
+        match core.chat.index_for_search().await {
             Ok(indexed) => tracing::trace!(task = "search_indexer", indexed),
             Err(e) => tracing::warn!(task = "search_indexer", error = %e, "indexing failed"),
         }
